@@ -1,0 +1,213 @@
+"""Apache as a process: config test, what it loads, is it running, graceful reload.
+
+A thin edge over Debian's ``apache2ctl``, which honours ``APACHE_CONFDIR`` and
+``APACHE_ENVVARS`` (Debian's multi-instance convention), so the same code
+drives ``/etc/apache2`` on a CN and a throwaway instance in a test.
+
+``apache2ctl`` is looked up on ``PATH`` with the system directories
+*appended*: an operator's or a test's wrapper placed first on ``PATH`` wins.
+Rules that keep a production server up:
+
+* never start a stopped server (a reload of a stopped Apache is a no-op here);
+* reload gracefully (children finish their requests), through systemd when
+  it is PID 1 and manages this instance, else ``apache2ctl graceful``;
+* after a reload, wait until a child of the *new* generation exists.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_CONFDIR = "/etc/apache2"
+
+
+def environment() -> Dict[str, str]:
+    """os.environ with the system dirs appended to PATH and LANG=C for parseable output."""
+    env = dict(os.environ)
+    path = env.get("PATH", "")
+    env["PATH"] = f"{path}:{SYSTEM_PATH}" if path else SYSTEM_PATH
+    env["LC_ALL"] = "C"
+    return env
+
+
+def confdir() -> str:
+    return os.environ.get("APACHE_CONFDIR") or DEFAULT_CONFDIR
+
+
+def envvars_path() -> str:
+    return os.environ.get("APACHE_ENVVARS") or os.path.join(confdir(), "envvars")
+
+
+def apache2ctl() -> str:
+    """Path of the apache2ctl that will run (first on PATH, then the system dirs)."""
+    found = shutil.which("apache2ctl", path=environment()["PATH"])
+    if not found:
+        raise FileNotFoundError("apache2ctl not found (is the apache2 package installed?)")
+    return found
+
+
+@dataclass
+class Result:
+    ok: bool
+    output: str
+    argv: List[str]
+
+    @property
+    def first_error(self) -> str:
+        """The line of the output that says what is wrong (Apache's 'AH00526: Syntax error ...')."""
+        lines = [ln.strip() for ln in self.output.splitlines() if ln.strip()]
+        for ln in lines:
+            if "error" in ln.lower() or ln.startswith("AH"):
+                if "Could not reliably determine" not in ln:
+                    return ln
+        return lines[-1] if lines else ""
+
+
+def run(args: List[str], timeout: float = 120.0) -> Result:
+    argv = [apache2ctl()] + args
+    try:
+        p = subprocess.run(argv, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return Result(False, f"{' '.join(argv)}: timed out after {timeout:.0f}s", argv)
+    return Result(p.returncode == 0, p.stdout.decode("utf-8", "replace"), argv)
+
+
+def configtest() -> Result:
+    """``apache2ctl configtest``: the whole configuration as Apache would load it."""
+    return run(["configtest"])
+
+
+_INCLUDE_LINE = re.compile(r"^\s*\((?:\*|\d+)\)\s+(\S.*?)\s*$")
+
+
+def dump_includes() -> Result:
+    return run(["-t", "-D", "DUMP_INCLUDES"])
+
+
+def parse_dump_includes(output: str) -> List[str]:
+    """File paths listed by ``-D DUMP_INCLUDES``, in load order."""
+    return [m.group(1) for m in map(_INCLUDE_LINE.match, output.splitlines()) if m]
+
+
+def _envvar(name: str) -> Optional[str]:
+    """A variable as Debian's envvars file sets it (the file is shell)."""
+    path = envvars_path()
+    if not os.path.exists(path):
+        return None
+    env = environment()
+    env.setdefault("APACHE_CONFDIR", confdir())
+    p = subprocess.run(["sh", "-c", '. "$1" >/dev/null 2>&1; eval "printf %s \\"\\${$2}\\""', "sh", path, name],
+                       env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30)
+    value = p.stdout.decode().strip()
+    return value or None
+
+
+def pid_file() -> str:
+    return _envvar("APACHE_PID_FILE") or "/var/run/apache2/apache2.pid"
+
+
+def master_pid() -> Optional[int]:
+    """PID of the running Apache parent, or None if it is not running."""
+    try:
+        with open(pid_file()) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().split(") ", 1)[1].startswith("Z"):
+                return None
+    except OSError:
+        return None
+    return pid
+
+
+def is_running() -> bool:
+    return master_pid() is not None
+
+
+def _systemd_unit() -> Optional[str]:
+    """The systemd unit for this instance when systemd is PID 1 and manages it, else None."""
+    try:
+        with open("/proc/1/comm") as f:
+            if f.read().strip() != "systemd":
+                return None
+    except OSError:
+        return None
+    cd = os.path.realpath(confdir())
+    if cd == DEFAULT_CONFDIR:
+        return "apache2.service"
+    base = os.path.basename(cd)
+    if cd == os.path.join("/etc", base) and base.startswith("apache2-"):
+        return f"apache2@{base[len('apache2-'):]}.service"
+    return None
+
+
+def _children(pid: int) -> Dict[int, int]:
+    """Child pid -> start time (clock ticks since boot)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # fields[0] is state; ppid is the 4th field of stat
+            out[int(entry)] = int(fields[19])
+    return out
+
+
+@dataclass
+class Reload:
+    ok: bool
+    how: str  # "graceful" | "systemd" | "skipped: not running"
+    detail: str
+
+
+def graceful(wait: float = 30.0) -> Reload:
+    """Graceful reload of a running Apache, then wait for the new generation of children.
+
+    A stopped Apache is left stopped: the change takes effect at its next start.
+    """
+    pid = master_pid()
+    if pid is None:
+        return Reload(True, "skipped", "Apache is not running; the change takes effect at its next start")
+    before = set(_children(pid))
+    unit = _systemd_unit()
+    if unit:
+        argv = ["systemctl", "reload", unit]
+        p = subprocess.run(argv, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, timeout=120)
+        res = Result(p.returncode == 0, p.stdout.decode("utf-8", "replace"), argv)
+        how = "systemd"
+    else:
+        res = run(["graceful"])
+        how = "graceful"
+    if not res.ok:
+        return Reload(False, how, f"{' '.join(res.argv)} failed: {res.first_error}")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        now = master_pid()
+        if now is None:
+            return Reload(False, how, "Apache exited during the reload")
+        fresh = set(_children(now)) - before
+        if fresh:
+            return Reload(True, how, f"new generation serving (pid {now}, {len(fresh)} new children)")
+        time.sleep(0.05)
+    return Reload(False, how, f"no new generation of children within {wait:.0f}s")

@@ -1,0 +1,154 @@
+"""Find the CN SSL vhost: the files Apache itself loads, never a backup or a disabled site.
+
+First choice is Apache's own answer (``apache2ctl -t -D DUMP_INCLUDES``): it
+lists exactly the files the server loads, in order, after every
+``IfModule``/``IfDefine``, glob and ``sites-enabled`` symlink, so a
+``cn-ssl.conf.20240101`` copy, a disabled site or our own backups (outside
+``/etc/apache2`` anyway) can never be picked. When the current configuration
+does not parse, Apache answers nothing; then we follow ``Include`` directives
+from ``apache2.conf`` ourselves (unconditionally) so that ``status`` can still
+say what is there. ``--vhost FILE`` overrides both.
+
+A vhost reached through a symlink (``sites-enabled/cn-ssl.conf``) is reported
+and edited at its real path (``sites-available/cn-ssl.conf``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional, Set
+
+from . import apacheconf as ac
+from . import apachectl, policy
+
+
+class NotFound(LookupError):
+    """No CN SSL vhost (exit 4)."""
+
+
+@dataclass
+class VhostFile:
+    """One loaded file holding SSL vhosts, with what each of them holds."""
+
+    path: str  # as Apache names it (may be a symlink)
+    real_path: str
+    data: bytes
+    assessments: List[policy.Assessment] = field(default_factory=list)
+
+
+@dataclass
+class Located:
+    files: List[VhostFile]
+    source: str  # "apache" | "walk" | "--vhost"
+    config_ok: Optional[bool]
+    config_error: str = ""
+
+    @property
+    def assessments(self) -> List[policy.Assessment]:
+        return [a for f in self.files for a in f.assessments]
+
+    def candidates(self) -> List[policy.Assessment]:
+        """SSL vhosts that carry a client-verification block (any state but absent)."""
+        return [a for a in self.assessments if a.state != "absent"]
+
+    def file_of(self, a: policy.Assessment) -> VhostFile:
+        for f in self.files:
+            if a in f.assessments:
+                return f
+        raise KeyError(a.filename)
+
+
+def walk_includes(root_conf: str, server_root: str) -> List[str]:
+    """Files reached from root_conf through Include/IncludeOptional, depth first, no conditions."""
+    seen: Set[str] = set()
+    order: List[str] = []
+
+    def visit(path: str) -> None:
+        real = os.path.realpath(path)
+        if real in seen or not os.path.isfile(path):
+            return
+        seen.add(real)
+        order.append(path)
+        try:
+            with open(path, "rb") as f:
+                tree = ac.parse(f.read(), path)
+        except (OSError, ac.ConfigSyntaxError):
+            return
+        for node in tree.walk():
+            if isinstance(node, ac.Directive) and node.key in ("include", "includeoptional") and node.args:
+                pattern = node.args[0]
+                if not os.path.isabs(pattern):
+                    pattern = os.path.join(server_root, pattern)
+                targets = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+                for t in targets:
+                    if os.path.isdir(t):
+                        for sub in sorted(os.listdir(t)):
+                            visit(os.path.join(t, sub))
+                    else:
+                        visit(t)
+
+    visit(root_conf)
+    return order
+
+
+def loaded_files() -> Located:
+    """Files Apache loads: its own list when the config parses, else our walk."""
+    res = apachectl.dump_includes()
+    files = apachectl.parse_dump_includes(res.output) if res.ok else []
+    if res.ok and files:
+        return Located([VhostFile(p, os.path.realpath(p), b"") for p in files], "apache", True)
+    cd = apachectl.confdir()
+    walked = walk_includes(os.path.join(cd, "apache2.conf"), cd)
+    return Located([VhostFile(p, os.path.realpath(p), b"") for p in walked], "walk", False, res.first_error)
+
+
+def _assess_file(vf: VhostFile, snippet: str) -> Optional[VhostFile]:
+    """Read and assess one file; None when it holds no SSL vhost. Raises ConfigSyntaxError."""
+    if os.path.realpath(vf.path) == os.path.realpath(snippet):
+        return None
+    with open(vf.real_path, "rb") as f:
+        data = f.read()
+    if b"virtualhost" not in data.lower():
+        return None
+    tree = ac.parse(data, vf.real_path)
+    vf.data = data
+    vf.assessments = policy.assess(tree, vf.real_path)
+    return vf if vf.assessments else None
+
+
+def locate(vhost: Optional[str] = None, snippet: str = policy.DEFAULT_SNIPPET) -> Located:
+    """All SSL vhosts Apache loads (or the one --vhost names), assessed.
+
+    Raises ConfigSyntaxError when a vhost file is structurally broken and
+    FileNotFoundError for a missing --vhost file.
+    """
+    if vhost:
+        if not os.path.isfile(vhost):
+            raise FileNotFoundError(f"{vhost}: no such file")
+        loc = Located([VhostFile(vhost, os.path.realpath(vhost), b"")], "--vhost", None)
+    else:
+        loc = loaded_files()
+    kept = []
+    for vf in loc.files:
+        got = _assess_file(vf, snippet)
+        if got is not None:
+            kept.append(got)
+    loc.files = kept
+    return loc
+
+
+def choose(loc: Located) -> policy.Assessment:
+    """The one CN vhost to act on. NotFound (exit 4) or PolicyError (exit 2, ambiguous)."""
+    cands = loc.candidates()
+    if not cands:
+        where = ", ".join(f"{a.filename}:{a.line}" for a in loc.assessments) or "none"
+        raise NotFound(f"no CN SSL vhost with a client-verification block found (SSL vhosts seen: {where})")
+    if len(cands) > 1:
+        raise policy.PolicyError(
+            "several SSL vhosts carry a client-verification block: "
+            + ", ".join(f"{a.filename}:{a.line} ({a.server_name or '-'})" for a in cands)
+            + "; name one with --vhost FILE"
+        )
+    return cands[0]

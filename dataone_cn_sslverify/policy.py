@@ -1,0 +1,504 @@
+"""The client-verification policy: recognise the block, render the target, plan the patch.
+
+Pure functions over `apacheconf` trees and text; no I/O. Everything the
+transaction writes is decided here, so the whole decision can be tested
+without a server.
+
+Vocabulary (design.md):
+
+* *block*: the contiguous run of vhost-level nodes that decide whether a
+  client is asked for a certificate on ``/cn``: ``SSLVerifyClient``,
+  ``SSLVerifyDepth``, ``<If>``/``<ElseIf>``/``<Else>`` holding
+  ``SSLVerifyClient``, and ``<Location "/cn">`` holding ``SSLVerifyClient``.
+  Comments and blank lines *between* those nodes belong to the block;
+  those before and after do not.
+* *variant*: which historical shape the block has (cn-facts.md).
+* *state*: ``original`` (a historical variant, to be patched), ``applied``
+  (our marked Include), ``superseded`` (the target policy already inline),
+  ``unrecognised`` (refused, with the reason), ``absent`` (an SSL vhost
+  without any client-verification block: not a CN vhost).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from . import apacheconf as ac
+
+PACKAGE = "dataone-cn-sslverify"
+DEFAULT_SNIPPET = "/etc/dataone/apache2/cn-sslverify.conf"
+BEGIN_MARK = f"# {PACKAGE}: begin (managed; `{PACKAGE} revert` restores the original)"
+END_MARK = f"# {PACKAGE}: end"
+_BEGIN_RE = re.compile(r"#\s*" + re.escape(PACKAGE) + r":\s*begin\b", re.I)
+_END_RE = re.compile(r"#\s*" + re.escape(PACKAGE) + r":\s*end\b", re.I)
+
+#: Words whose presence in a User-Agent marks a browser (cn-facts.md, "The change").
+BROWSER_WORDS: Tuple[str, ...] = ("windows", "chrome", "mozilla", "safari", "webkit")
+DEFAULT_PATTERN = "(" + "|".join(BROWSER_WORDS) + ")"
+
+ORIGINAL_VARIANTS = ("plain-optional", "webkit-if-else", "webkit-only")
+VARIANTS = ORIGINAL_VARIANTS + ("browser-list", "managed")
+
+CN_PATHS = ("/cn", "/cn/")
+
+
+class PolicyError(ValueError):
+    """A block we will not touch; ``str()`` names file, lines and what was expected."""
+
+
+@dataclass(frozen=True)
+class UAMatch:
+    """A parsed ``<If>`` condition on the User-Agent."""
+
+    negated: bool  # True: the condition holds for clients NOT matching the regex
+    regex: str
+    flags: str
+
+    @property
+    def words(self) -> Optional[Tuple[str, ...]]:
+        """Alternatives of a plain ``a|b|c`` regex, lower-cased; None if not that simple."""
+        body = self.regex
+        m = re.fullmatch(r"\((?:\?:)?(.*)\)", body)
+        if m:
+            body = m.group(1)
+        alts = body.split("|")
+        if not all(re.fullmatch(r"[A-Za-z0-9_.-]+", a) for a in alts):
+            return None
+        return tuple(a.lower() for a in alts)
+
+    @property
+    def case_insensitive(self) -> bool:
+        return "i" in self.flags
+
+
+_UA_VAR = (
+    r"(?:%\{\s*HTTP_USER_AGENT\s*\}"
+    r"|%\{\s*HTTP:User-Agent\s*\}"
+    r"|(?:req|http|req_novary)\(\s*['\"]User-Agent['\"]\s*\))"
+)
+_REGEX = r"(?:/(?P<re1>(?:[^/\\]|\\.)*)/(?P<f1>[a-z]*)|m(?P<d>[^\sA-Za-z0-9])(?P<re2>.*?)(?P=d)(?P<f2>[a-z]*))"
+_MATCH_RE = re.compile(r"^\s*" + _UA_VAR + r"\s*(?P<op>=~|!~)\s*" + _REGEX + r"\s*$", re.I | re.S)
+
+
+def parse_ua_condition(expr: str) -> Optional[UAMatch]:
+    """Parse ``[!] [(] <User-Agent> =~|!~ /re/flags [)]`` with any spacing; None otherwise."""
+    negated = False
+    e = ac.unquote(expr.strip()).strip()
+    while True:
+        m = re.fullmatch(r"!\s*(.*)", e, re.S)
+        if m:
+            negated = not negated
+            e = m.group(1).strip()
+            continue
+        m = re.fullmatch(r"\((.*)\)", e, re.S)
+        if m and _balanced(m.group(1)):
+            e = m.group(1).strip()
+            continue
+        break
+    m = _MATCH_RE.match(e)
+    if not m:
+        return None
+    if m.group("op") == "!~":
+        negated = not negated
+    regex = m.group("re1") if m.group("re1") is not None else m.group("re2")
+    flags = m.group("f1") if m.group("f1") is not None else (m.group("f2") or "")
+    return UAMatch(negated=negated, regex=regex, flags=flags)
+
+
+def _balanced(s: str) -> bool:
+    depth = 0
+    for ch in s:
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+# ----------------------------------------------------------------------------
+# Recognition
+# ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Block:
+    """The client-verification block of one vhost, as found in the file."""
+
+    variant: str
+    first_line: int
+    last_line: int
+    start: int  # char offset (== byte offset: latin-1)
+    end: int
+    indent: str
+    pattern: Optional[str] = None  # the browser regex where the variant has one
+    depth: Optional[str] = None
+    snippet: Optional[str] = None  # managed: the path our Include names
+
+
+@dataclass
+class Assessment:
+    """What a vhost holds and what can be done with it."""
+
+    filename: str
+    line: int  # line of <VirtualHost>
+    server_name: Optional[str]
+    addresses: List[str]
+    state: str  # original | applied | superseded | unrecognised | absent
+    variant: Optional[str] = None
+    block: Optional[Block] = None
+    reason: Optional[str] = None
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def state_label(self) -> str:
+        return f"original:{self.variant}" if self.state == "original" else self.state
+
+
+def find_ssl_vhosts(tree: ac.Config) -> List[ac.Section]:
+    """Every ``<VirtualHost>`` (at any depth, e.g. inside IfModule) with ``SSLEngine on``."""
+    out = []
+    for vh in ac.iter_sections(tree, "VirtualHost"):
+        engines = [d for d in vh.walk() if isinstance(d, ac.Directive) and d.key == "sslengine"]
+        if any(d.args and d.args[0].lower() in ("on", "optional") for d in engines):
+            out.append(vh)
+    return out
+
+
+def _contains_verify(section: ac.Section) -> bool:
+    return any(isinstance(n, ac.Directive) and n.key == "sslverifyclient" for n in section.walk())
+
+
+def _is_cn_location(section: ac.Section) -> bool:
+    return section.key == "location" and len(section.args) == 1 and section.args[0] in CN_PATHS
+
+
+def _is_item(node: ac.Node) -> bool:
+    """Does this vhost-level node take part in client verification for /cn?"""
+    if isinstance(node, ac.Directive):
+        return node.key in ("sslverifyclient", "sslverifydepth")
+    if isinstance(node, ac.Section):
+        if node.key in ("if", "elseif", "else"):
+            return _contains_verify(node)
+        if _is_cn_location(node):
+            return _contains_verify(node)
+    return False
+
+
+def _is_begin(node: ac.Node) -> bool:
+    return isinstance(node, ac.Comment) and bool(_BEGIN_RE.match(node.line.text))
+
+
+def _is_end(node: ac.Node) -> bool:
+    return isinstance(node, ac.Comment) and bool(_END_RE.match(node.line.text))
+
+
+def _lines(nodes: Sequence[ac.Node]) -> str:
+    spans = [n.span for n in nodes]
+    if not spans:
+        return "?"
+    a, b = min(s.first_line for s in spans), max(s.last_line for s in spans)
+    return f"{a}" if a == b else f"{a}-{b}"
+
+
+def _runs(children: Sequence[ac.Node]) -> List[List[ac.Node]]:
+    """Group items into runs separated by anything but blanks and comments."""
+    runs: List[List[ac.Node]] = []
+    current: List[ac.Node] = []  # items and the blanks/comments between them
+    pending: List[ac.Node] = []
+    for node in children:
+        if _is_item(node):
+            current.extend(pending)
+            current.append(node)
+            pending = []
+        elif isinstance(node, (ac.Blank, ac.Comment)) and not (_is_begin(node) or _is_end(node)):
+            if current:
+                pending.append(node)
+        else:
+            if current:
+                runs.append(current)
+            current, pending = [], []
+    if current:
+        runs.append(current)
+    return runs
+
+
+def _verify_values(nodes: Sequence[ac.Node]) -> List[str]:
+    return [(n.args[0].lower() if n.args else "") for n in nodes if isinstance(n, ac.Directive) and n.key == "sslverifyclient"]
+
+
+def _only(section: ac.Section, value: str) -> bool:
+    """Section holds exactly one SSLVerifyClient VALUE and nothing else but blanks/comments."""
+    real = [c for c in section.children if not isinstance(c, (ac.Blank, ac.Comment))]
+    return len(real) == 1 and _verify_values(real) == [value]
+
+
+def classify_run(run: Sequence[ac.Node], filename: str) -> Tuple[str, Dict[str, Optional[str]]]:
+    """Name the variant of one run, or raise PolicyError saying what was expected."""
+    items = [n for n in run if not isinstance(n, (ac.Blank, ac.Comment))]
+    where = f"{filename}:{_lines(items)}"
+    directives = [n for n in items if isinstance(n, ac.Directive)]
+    sections = [n for n in items if isinstance(n, ac.Section)]
+    verify = _verify_values(directives)
+    depths = [" ".join(d.args) for d in directives if d.key == "sslverifydepth"]
+    if len(depths) > 1:
+        raise PolicyError(f"{where}: SSLVerifyDepth appears {len(depths)} times in the client-verification block")
+    depth = depths[0] if depths else None
+    info: Dict[str, Optional[str]] = {"depth": depth, "pattern": None}
+
+    if not sections:
+        if verify == ["optional"]:
+            return "plain-optional", info
+        raise PolicyError(
+            f"{where}: vhost-level SSLVerifyClient {' '.join(verify) or '(none)'} is not a known client-verification "
+            "block (expected `SSLVerifyClient optional` + `SSLVerifyDepth`)"
+        )
+
+    keys = [s.key for s in sections]
+    if keys == ["if", "else"] and not verify:
+        cond = parse_ua_condition(sections[0].argstr)
+        if cond is None:
+            raise PolicyError(f"{where}: <If {sections[0].argstr}> is not a User-Agent match")
+        words = cond.words or ()
+        browsers_branch, api_branch = (sections[1], sections[0]) if cond.negated else (sections[0], sections[1])
+        if set(words) <= {"webkit", "applewebkit"} and words and _only(browsers_branch, "none") and _only(api_branch, "optional"):
+            info["pattern"] = cond.regex
+            return "webkit-if-else", info
+        raise PolicyError(
+            f"{where}: <If>/<Else> on the User-Agent is not the known WebKit variant "
+            "(expected WebKit → SSLVerifyClient none, else → optional)"
+        )
+
+    if keys == ["location"] and verify in ([], ["none"]):
+        loc = sections[0]
+        inner = [c for c in loc.children if not isinstance(c, (ac.Blank, ac.Comment))]
+        if len(inner) != 1 or not isinstance(inner[0], ac.Section) or inner[0].key != "if":
+            raise PolicyError(
+                f"{filename}:{_lines([loc])}: <Location {loc.argstr}> holds more than the client-verification <If> "
+                "(expected exactly one <If> on the User-Agent holding SSLVerifyClient optional)"
+            )
+        cond = parse_ua_condition(inner[0].argstr)
+        if cond is None or not cond.negated or not _only(inner[0], "optional"):
+            raise PolicyError(
+                f"{filename}:{_lines(inner)}: <If {inner[0].argstr}> is not `! (User-Agent =~ /browsers/i)` "
+                "holding only SSLVerifyClient optional"
+            )
+        words = cond.words
+        info["pattern"] = cond.regex
+        if words and set(words) <= {"webkit", "applewebkit"}:
+            return "webkit-only", info
+        if words and set(BROWSER_WORDS) <= set(words) and cond.case_insensitive:
+            return "browser-list", info
+        raise PolicyError(
+            f"{filename}:{_lines(inner)}: User-Agent pattern /{cond.regex}/{cond.flags} is neither the WebKit-only "
+            f"variant nor a case-insensitive browser list covering {', '.join(BROWSER_WORDS)}"
+        )
+
+    raise PolicyError(
+        f"{where}: unrecognised client-verification block ({', '.join('<' + s.name + '>' for s in sections)} "
+        f"with SSLVerifyClient {' '.join(verify) or '-'}); expected one of: {', '.join(ORIGINAL_VARIANTS)}"
+    )
+
+
+def _managed_block(children: Sequence[ac.Node], filename: str) -> Optional[Block]:
+    """Find our marked Include among a vhost's children; PolicyError if it was damaged."""
+    begins = [i for i, n in enumerate(children) if _is_begin(n)]
+    ends = [i for i, n in enumerate(children) if _is_end(n)]
+    if not begins and not ends:
+        return None
+    if len(begins) != 1 or len(ends) != 1 or ends[0] < begins[0]:
+        marks = [children[i] for i in begins + ends]
+        raise PolicyError(
+            f"{filename}:{_lines(marks)}: the {PACKAGE} begin/end markers were edited by hand "
+            "(expected exactly one begin and one end marker around one Include)"
+        )
+    b, e = begins[0], ends[0]
+    inner = [n for n in children[b + 1:e] if not isinstance(n, ac.Blank)]
+    if len(inner) != 1 or not isinstance(inner[0], ac.Directive) or inner[0].key not in ("include", "includeoptional") or len(inner[0].args) != 1:
+        raise PolicyError(
+            f"{filename}:{_lines(children[b:e + 1])}: the managed block was edited by hand "
+            "(expected only `Include <policy snippet>` between the markers)"
+        )
+    first, last = children[b].span, children[e].span
+    return Block(
+        variant="managed", first_line=first.first_line, last_line=last.last_line, start=first.start, end=last.end,
+        indent=children[b].line.indent, snippet=inner[0].args[0],  # type: ignore[attr-defined]
+    )
+
+
+def _server_name(vhost: ac.Section) -> Optional[str]:
+    for d in vhost.directives("ServerName"):
+        if d.args:
+            return d.args[0]
+    return None
+
+
+def assess_vhost(vhost: ac.Section, filename: str) -> Assessment:
+    """Decide the state of one SSL vhost. Never raises: refusals carry a reason."""
+    a = Assessment(filename=filename, line=vhost.open.lineno, server_name=_server_name(vhost), addresses=list(vhost.args), state="absent")
+    children = vhost.children
+    try:
+        managed = _managed_block(children, filename)
+    except PolicyError as exc:
+        a.state, a.variant, a.reason = "unrecognised", None, str(exc)
+        return a
+    runs = _runs(children)
+    if managed is not None:
+        a.state, a.variant, a.block = "applied", "managed", managed
+        for run in runs:
+            items = [n for n in run if not isinstance(n, (ac.Blank, ac.Comment))]
+            a.warnings.append(f"{filename}:{_lines(items)}: client-verification directive outside the managed block; it may override the policy")
+        return a
+    if not runs:
+        nested = [n for n in vhost.walk() if isinstance(n, ac.Directive) and n.key == "sslverifyclient"]
+        if not nested:
+            a.reason = "no client-verification block in this vhost"
+        else:
+            a.reason = "no vhost-level client-verification block (only per-location SSLVerifyClient)"
+        return a
+    if len(runs) > 1:
+        a.state = "unrecognised"
+        a.reason = (
+            f"{filename}: client-verification directives are split into {len(runs)} places (lines "
+            + ", ".join(_lines([n for n in r if not isinstance(n, (ac.Blank, ac.Comment))]) for r in runs)
+            + "); expected one contiguous block"
+        )
+        return a
+    run = runs[0]
+    try:
+        variant, info = classify_run(run, filename)
+    except PolicyError as exc:
+        a.state, a.reason = "unrecognised", str(exc)
+        return a
+    first, last = run[0].span, run[-1].span
+    indent = run[0].line.indent if not isinstance(run[0], ac.Section) else run[0].open.indent  # type: ignore[attr-defined]
+    a.variant = variant
+    a.block = Block(variant=variant, first_line=first.first_line, last_line=last.last_line, start=first.start, end=last.end,
+                    indent=indent, pattern=info.get("pattern"), depth=info.get("depth"))
+    a.state = "superseded" if variant == "browser-list" else "original"
+    return a
+
+
+def assess(tree: ac.Config, filename: Optional[str] = None) -> List[Assessment]:
+    """Assess every SSL vhost in a parsed file, in file order."""
+    name = filename or tree.name
+    return [assess_vhost(vh, name) for vh in find_ssl_vhosts(tree)]
+
+
+# ----------------------------------------------------------------------------
+# Rendering and patches
+# ----------------------------------------------------------------------------
+
+
+def _include_arg(path: str) -> str:
+    return f'"{path}"' if re.search(r"\s", path) else path
+
+
+def render_managed(indent: str, eol: str, final_eol: str, snippet: str = DEFAULT_SNIPPET) -> str:
+    """Our three lines, indented like the block they replace, in the file's line endings."""
+    return f"{indent}{BEGIN_MARK}{eol}{indent}Include {_include_arg(snippet)}{eol}{indent}{END_MARK}{final_eol}"
+
+
+def render_target(pattern: str = DEFAULT_PATTERN, indent: str = "", eol: str = "\n", step: str = "    ") -> str:
+    """The target block (the body of the policy snippet) for a browser pattern."""
+    lines = [
+        "SSLVerifyClient none",
+        '<Location "/cn">',
+        f'{step}<If "! ( %{{HTTP_USER_AGENT}} =~ /{pattern}/i )">',
+        f"{step}{step}SSLVerifyClient optional",
+        f"{step}</If>",
+        "</Location>",
+        "SSLVerifyDepth 10",
+    ]
+    return "".join(f"{indent}{ln}{eol}" for ln in lines)
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One splice of a file's text: replace text[start:end] (``old``) with ``new``."""
+
+    filename: str
+    start: int
+    end: int
+    old: str
+    new: str
+    first_line: int
+    last_line: int
+
+    def apply_to(self, text: str) -> str:
+        if text[self.start:self.end] != self.old:
+            raise PolicyError(f"{self.filename}:{self.first_line}: file changed since the patch was planned")
+        return ac.splice(text, self.start, self.end, self.new)
+
+    def apply_bytes(self, data: bytes) -> bytes:
+        return ac.encode(self.apply_to(ac.decode(data)))
+
+
+def _block_endings(text: str, block: Block) -> Tuple[str, str]:
+    seg = text[block.start:block.end]
+    first = seg.split("\n", 1)[0]
+    eol = "\r\n" if first.endswith("\r") and "\n" in seg else ("\n" if "\n" in seg else ac.dominant_ending(text))
+    final = "\r\n" if seg.endswith("\r\n") else ("\n" if seg.endswith("\n") else "")
+    return eol, final
+
+
+def plan_apply(text: str, assessment: Assessment, snippet: str = DEFAULT_SNIPPET) -> Optional[Patch]:
+    """The patch that replaces an original block by our Include; None when nothing is to do.
+
+    Raises PolicyError for states that must not be touched (unrecognised, absent).
+    """
+    if assessment.state in ("applied", "superseded"):
+        return None
+    if assessment.state != "original" or assessment.block is None:
+        raise PolicyError(assessment.reason or f"{assessment.filename}:{assessment.line}: no client-verification block to patch")
+    b = assessment.block
+    eol, final = _block_endings(text, b)
+    new = render_managed(b.indent, eol, final, snippet)
+    return Patch(assessment.filename, b.start, b.end, text[b.start:b.end], new, b.first_line, b.last_line)
+
+
+def plan_revert(text: str, assessment: Assessment, original_block: str) -> Optional[Patch]:
+    """The patch that puts the saved original block back in place of our Include.
+
+    None when the vhost is not in state ``applied`` and already holds the saved
+    original (nothing to do); PolicyError when our block was damaged or absent.
+    """
+    if assessment.state != "applied" or assessment.block is None:
+        if assessment.state == "original" and assessment.block is not None and text[assessment.block.start:assessment.block.end] == original_block:
+            return None
+        raise PolicyError(
+            assessment.reason
+            or f"{assessment.filename}:{assessment.line}: the managed Include is not in the vhost (state {assessment.state_label}); "
+            "it was removed or edited by hand, so there is nothing safe to revert"
+        )
+    b = assessment.block
+    _, final = _block_endings(text, b)
+    restored = original_block
+    orig_final = "\r\n" if restored.endswith("\r\n") else ("\n" if restored.endswith("\n") else "")
+    if final and not orig_final:  # lines were added after our block since: keep them on their own line
+        restored += final
+    return Patch(assessment.filename, b.start, b.end, text[b.start:b.end], restored, b.first_line, b.last_line)
+
+
+def unified_diff(path: str, old: str, new: str) -> str:
+    """A ``diff -u`` of two file texts, line endings shown as they are."""
+    a = old.splitlines(keepends=True)
+    b = new.splitlines(keepends=True)
+    out = []
+    for line in difflib.unified_diff(a, b, fromfile=path, tofile=path + " (patched)"):
+        out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
+    return "".join(out)
+
+
+def snippet_pattern(tree: ac.Config) -> str:
+    """The browser regex of a policy snippet; PolicyError (file:line) if it is not the target shape."""
+    runs = _runs(tree.children)
+    if len(runs) != 1:
+        raise PolicyError(f"{tree.name}:1: policy snippet must hold exactly one client-verification block, found {len(runs)}")
+    variant, info = classify_run(runs[0], tree.name)
+    if variant != "browser-list" or not info.get("pattern"):
+        items = [n for n in runs[0] if not isinstance(n, (ac.Blank, ac.Comment))]
+        raise PolicyError(f"{tree.name}:{_lines(items)}: policy snippet is {variant}, expected the browser-list target")
+    return str(info["pattern"])
