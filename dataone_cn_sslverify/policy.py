@@ -354,14 +354,14 @@ def assess_vhost(vhost: ac.Section, filename: str) -> Assessment:
     if not runs:
         nested = [n for n in vhost.walk() if isinstance(n, ac.Directive) and n.key == "sslverifyclient"]
         if not nested:
-            a.reason = "no client-verification block in this vhost"
+            a.reason = f"{filename}:{a.line}: no client-verification block in this vhost"
         else:
-            a.reason = "no vhost-level client-verification block (only per-location SSLVerifyClient)"
+            a.reason = f"{filename}:{a.line}: no vhost-level client-verification block (only per-location SSLVerifyClient)"
         return a
     if len(runs) > 1:
         a.state = "unrecognised"
         a.reason = (
-            f"{filename}: client-verification directives are split into {len(runs)} places (lines "
+            f"{filename}:{_lines(runs[0])}: client-verification directives are split into {len(runs)} places (lines "
             + ", ".join(_lines([n for n in r if not isinstance(n, (ac.Blank, ac.Comment))]) for r in runs)
             + "); expected one contiguous block"
         )
@@ -469,7 +469,7 @@ def plan_revert(text: str, assessment: Assessment, original_block: str) -> Optio
         if assessment.state == "original" and assessment.block is not None and text[assessment.block.start:assessment.block.end] == original_block:
             return None
         raise PolicyError(
-            assessment.reason
+            (assessment.reason if assessment.state == "unrecognised" else None)
             or f"{assessment.filename}:{assessment.line}: the managed Include is not in the vhost (state {assessment.state_label}); "
             "it was removed or edited by hand, so there is nothing safe to revert"
         )

@@ -1,0 +1,919 @@
+"""Live check of a running Apache vhost: which clients are asked for a certificate.
+
+The change this package makes is only right if, on the live server, browsers
+are never asked for a client certificate on ``/cn`` while API clients still
+are. Reading the configuration cannot prove that: a per-directory
+``SSLVerifyClient`` acts *after* the request headers are read, through a TLS
+1.2 renegotiation or a TLS 1.3 post-handshake authentication (PHA), and
+``<If>``/``<Else>`` merge order decides which block wins (see
+``cn-facts.md``). So this module connects to the server like a client would,
+sends a real HTTP/1.1 request with a chosen User-Agent, and watches the TLS
+handshake messages for a ``CertificateRequest``:
+
+* before the handshake completed -> asked in the initial ``handshake``;
+* after a server ``HelloRequest`` (TLS 1.2) -> asked in a ``renegotiation``;
+* after the handshake under TLS 1.3 -> asked ``post-handshake`` (PHA).
+
+Layout: a pure core (profiles, the classifier that turns a list of observed
+handshake messages into an answer, HTTP and ``openssl s_client`` output
+parsing, the apply-gate `verdict`, JSON and table formatting) and a thin
+effect edge (`probe`), which has two interchangeable backends that produce
+the same list of `Event` values for the same classifier:
+
+``python`` (default)
+    Python's ``ssl`` module with ``SSLContext._msg_callback``, CPython's
+    private debug hook (3.8+) that reports every decrypted handshake message.
+    In-process, no subprocess, exact per-message information, and the client
+    under test *is* Python's ``ssl`` -- the stack ``requests``/``urllib3``
+    clients use.
+``openssl``
+    ``openssl s_client -msg`` with the messages written to a separate file.
+    Used automatically when the private hook is missing (another Python
+    implementation, or a future CPython that drops it).
+
+What the probe cannot see: whether the server *verified* a certificate is
+only inferred (see `ProbeResult.verified`) unless the server echoes
+``SSL_CLIENT_VERIFY`` in a response header.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+__all__ = [
+    "BROWSER",
+    "API",
+    "HOW_HANDSHAKE",
+    "HOW_RENEGOTIATION",
+    "HOW_POST_HANDSHAKE",
+    "BACKENDS",
+    "Profile",
+    "Event",
+    "Observation",
+    "ProbeResult",
+    "Verdict",
+    "DEFAULT_PROFILES",
+    "get_profile",
+    "classify",
+    "build_request",
+    "parse_http_response",
+    "parse_msg_line",
+    "parse_s_client",
+    "s_client_argv",
+    "default_backend",
+    "probe",
+    "probe_all",
+    "verdict",
+    "results_to_json",
+    "format_table",
+]
+
+BROWSER = "browser"
+API = "api"
+KINDS = (BROWSER, API)
+TLS_VERSIONS = ("1.2", "1.3")
+
+HOW_HANDSHAKE = "handshake"
+HOW_RENEGOTIATION = "renegotiation"
+HOW_POST_HANDSHAKE = "post-handshake"
+
+BACKENDS = ("python", "openssl")
+
+# A Certificate handshake message carrying no certificate is 7 bytes (TLS 1.2)
+# or 8 bytes plus the request context (TLS 1.3, context <= 255 bytes); any
+# real X.509 certificate makes it far longer than this.
+_EMPTY_CERTIFICATE_MAX = 4 + 1 + 255 + 3
+
+# Response headers through which a test or production vhost may echo
+# mod_ssl's SSL_CLIENT_VERIFY (e.g. ``Header set X-SSL-Client-Verify
+# "%{SSL_CLIENT_VERIFY}s"``). Compared case-insensitively.
+VERIFY_HEADERS = ("x-ssl-client-verify", "x-client-verify", "ssl-client-verify")
+
+
+# --------------------------------------------------------------------------
+# Profiles
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A client to imitate.
+
+    ``cert``: present the client certificate if the server asks and one is
+    configured. ``tls``: pin the protocol version ("1.2" or "1.3"), or None to
+    negotiate the highest both sides support. ``pha``: offer the TLS 1.3
+    ``post_handshake_auth`` extension.
+    """
+
+    name: str
+    kind: str
+    user_agent: str
+    cert: bool = False
+    tls: Optional[str] = None
+    pha: bool = False
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"profile {self.name!r}: kind must be one of {KINDS}, not {self.kind!r}")
+        if self.tls is not None and self.tls not in TLS_VERSIONS:
+            raise ValueError(f"profile {self.name!r}: tls must be one of {TLS_VERSIONS} or None, not {self.tls!r}")
+        if "\r" in self.user_agent or "\n" in self.user_agent:
+            raise ValueError(f"profile {self.name!r}: user_agent must not contain CR or LF")
+
+
+_BROWSER_NOTE = (
+    "User-Agent only: the probe accepts a renegotiation so the request can be "
+    "seen (a real browser would show a certificate dialog or fail)"
+)
+
+DEFAULT_PROFILES: Tuple[Profile, ...] = (
+    Profile(
+        name="browser-ie11-win7",
+        kind=BROWSER,
+        user_agent="Mozilla/5.0 (Windows NT 6.1; WOW64; Trident/7.0; rv:11.0) like Gecko",
+        tls="1.2",
+        note="IE11 on Windows 7 speaks at most TLS 1.2 and refuses a renegotiation "
+        "(AH02261, XMLHttpRequest Network Error 0x4c7); " + _BROWSER_NOTE,
+    ),
+    Profile(
+        name="browser-chrome-win10",
+        kind=BROWSER,
+        user_agent="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+        "(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+        note="Chrome does not implement post-handshake auth; " + _BROWSER_NOTE,
+    ),
+    Profile(
+        name="browser-firefox-linux",
+        kind=BROWSER,
+        user_agent="Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
+        note="Firefox offers post-handshake auth only if enabled in about:config; " + _BROWSER_NOTE,
+    ),
+    Profile(
+        name="browser-safari-macos",
+        kind=BROWSER,
+        user_agent="Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Version/17.1 Safari/605.1.15",
+        note=_BROWSER_NOTE,
+    ),
+    Profile(
+        name="browser-safari-ios",
+        kind=BROWSER,
+        user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+        note=_BROWSER_NOTE,
+    ),
+    Profile(
+        name="api-curl",
+        kind=API,
+        user_agent="curl/7.88.1",
+        cert=True,
+        pha=True,
+        note="curl/libcurl with OpenSSL (also R's httr and curl packages): accepts "
+        "renegotiation, offers post-handshake auth",
+    ),
+    Profile(
+        name="api-python-requests",
+        kind=API,
+        user_agent="python-requests/2.28.1",
+        cert=True,
+        pha=True,
+        note="urllib3 enables post-handshake auth on its SSL contexts",
+    ),
+    Profile(
+        name="api-java-nopha",
+        kind=API,
+        user_agent="Java/17.0.9",
+        cert=True,
+        pha=False,
+        note="behavioural profile: a client without PHA, like Java JSSE or Go "
+        "(under TLS 1.3 Apache answers 403 on /cn, AH10158)",
+    ),
+)
+
+
+def get_profile(name: str, profiles: Iterable[Profile] = DEFAULT_PROFILES) -> Profile:
+    """The profile called ``name`` (KeyError if none)."""
+    for p in profiles:
+        if p.name == name:
+            return p
+    raise KeyError(name)
+
+
+# --------------------------------------------------------------------------
+# Observed handshake messages and their interpretation (pure)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One TLS protocol message as seen by the client.
+
+    ``direction``: "read" (from the server) or "write" (to the server).
+    ``kind``: the OpenSSL name of a handshake message ("ClientHello",
+    "CertificateRequest", "HelloRequest", "Finished", ...) or "Alert".
+    ``length``: message length in bytes. ``detail``: for an alert,
+    "<level> <description>" such as "fatal unknown_ca". ``version``: the
+    record's protocol version as OpenSSL reports it ("1.2", "1.3"), if known.
+    """
+
+    direction: str
+    kind: str
+    length: int = 0
+    detail: str = ""
+    version: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    cert_requested: bool
+    how: Optional[str]
+    cert_sent: bool
+    alerts_received: Tuple[str, ...]
+
+
+def classify(events: Sequence[Event], tls: Optional[str] = None) -> Observation:
+    """Decide whether and how the server asked for a client certificate.
+
+    The initial handshake is complete once both sides sent Finished (order
+    differs between TLS 1.2 and 1.3, so wait for both). A CertificateRequest
+    before that is part of the initial handshake; after it, one that follows
+    a HelloRequest is a server-initiated renegotiation (TLS 1.2), otherwise
+    under TLS 1.3 it is post-handshake authentication. The first request
+    decides ``how``.
+    """
+    client_finished = server_finished = False
+    established = False
+    hello_request = False
+    how: Optional[str] = None
+    cert_sent = False
+    alerts: List[str] = []
+    for ev in events:
+        if ev.kind == "Finished":
+            if ev.direction == "write":
+                client_finished = True
+            else:
+                server_finished = True
+            if client_finished and server_finished:
+                established = True
+        elif ev.direction == "read" and ev.kind == "HelloRequest" and established:
+            hello_request = True
+        elif ev.direction == "read" and ev.kind == "CertificateRequest" and how is None:
+            if not established:
+                how = HOW_HANDSHAKE
+            elif hello_request or tls == "1.2":
+                how = HOW_RENEGOTIATION
+            else:
+                how = HOW_POST_HANDSHAKE
+        elif ev.direction == "write" and ev.kind == "Certificate" and how is not None:
+            if ev.length > _EMPTY_CERTIFICATE_MAX:
+                cert_sent = True
+        elif ev.direction == "read" and ev.kind == "Alert" and ev.detail and "close_notify" not in ev.detail:
+            alerts.append(ev.detail)
+    return Observation(how is not None, how, cert_sent, tuple(alerts))
+
+
+# Handshake message types (RFC 5246 / 8446), named like OpenSSL's -msg output.
+_HANDSHAKE_NAMES = {
+    0: "HelloRequest",
+    1: "ClientHello",
+    2: "ServerHello",
+    3: "HelloVerifyRequest",
+    4: "NewSessionTicket",
+    5: "EndOfEarlyData",
+    6: "HelloRetryRequest",
+    8: "EncryptedExtensions",
+    11: "Certificate",
+    12: "ServerKeyExchange",
+    13: "CertificateRequest",
+    14: "ServerHelloDone",
+    15: "CertificateVerify",
+    16: "ClientKeyExchange",
+    20: "Finished",
+    21: "CertificateUrl",
+    22: "CertificateStatus",
+    23: "SupplementalData",
+    24: "KeyUpdate",
+    67: "NextProto",
+    254: "MessageHash",
+}
+
+# Alert descriptions, named like OpenSSL's -msg output.
+_ALERT_NAMES = {
+    0: "close_notify",
+    10: "unexpected_message",
+    20: "bad_record_mac",
+    22: "record_overflow",
+    40: "handshake_failure",
+    42: "bad_certificate",
+    43: "unsupported_certificate",
+    44: "certificate_revoked",
+    45: "certificate_expired",
+    46: "certificate_unknown",
+    47: "illegal_parameter",
+    48: "unknown_ca",
+    49: "access_denied",
+    50: "decode_error",
+    51: "decrypt_error",
+    70: "protocol_version",
+    71: "insufficient_security",
+    80: "internal_error",
+    86: "inappropriate_fallback",
+    90: "user_canceled",
+    100: "no_renegotiation",
+    109: "missing_extension",
+    110: "unsupported_extension",
+    112: "unrecognized_name",
+    116: "certificate_required",
+}
+_ALERT_LEVELS = {1: "warning", 2: "fatal"}
+
+_CONTENT_ALERT = 21
+_CONTENT_HANDSHAKE = 22
+
+
+def _python_event(direction: str, content_type: Any, data: bytes) -> Optional[Event]:
+    """An `Event` from the arguments of ``SSLContext._msg_callback`` (or None)."""
+    try:
+        ctype = int(content_type)
+    except (TypeError, ValueError):
+        return None
+    if ctype == _CONTENT_HANDSHAKE and data:
+        code = data[0]
+        return Event(str(direction), _HANDSHAKE_NAMES.get(code, f"handshake-{code}"), len(data))
+    if ctype == _CONTENT_ALERT and len(data) >= 2:
+        level = _ALERT_LEVELS.get(data[0], str(data[0]))
+        desc = _ALERT_NAMES.get(data[1], str(data[1]))
+        return Event(str(direction), "Alert", len(data), f"{level} {desc}")
+    return None
+
+
+_MSG_LINE = re.compile(r"^(<<<|>>>)\s+(?P<pre>.*?)\s*\[length (?P<len>[0-9A-Fa-f]+)\](?P<post>.*)$")
+
+
+def parse_msg_line(line: str) -> Optional[Event]:
+    """An `Event` from one line of ``openssl s_client -msg`` output, or None.
+
+    Lines look like ``<<< TLS 1.3, Handshake [length 0038], CertificateRequest``
+    or ``<<< TLS 1.2, Alert [length 0002], fatal unknown_ca``; record headers,
+    inner content types and hex dumps are ignored.
+    """
+    m = _MSG_LINE.match(line.rstrip("\r\n"))
+    if not m:
+        return None
+    direction = "read" if line.startswith("<<<") else "write"
+    parts = [p.strip() for p in m.group("pre").split(",")]
+    content = parts[-1] if len(parts) >= 2 else ""
+    vm = re.match(r"^TLS (1\.[0-3])$", parts[0]) if len(parts) >= 2 else None
+    version = vm.group(1) if vm else None
+    post = m.group("post").strip()
+    if post.startswith(","):
+        post = post[1:].strip()
+    length = int(m.group("len"), 16)
+    if content == "Handshake" and post:
+        return Event(direction, post.split()[0], length, version=version)
+    if content == "Alert" and post:
+        return Event(direction, "Alert", length, " ".join(post.split()), version=version)
+    return None
+
+
+_TLS_NAME = re.compile(r"^TLSv(1\.[0-3])$|^TLSv1$")
+
+
+def _norm_tls(name: Optional[str]) -> Optional[str]:
+    """"TLSv1.3" -> "1.3"; None and unknown names -> None or as given."""
+    if not name:
+        return None
+    m = _TLS_NAME.match(name)
+    if m:
+        return m.group(1) or "1.0"
+    return name
+
+
+_STATUS_LINE = re.compile(rb"^HTTP/\d(?:\.\d)?[ \t]+(\d{3})(?:[ \t]|\r?$)", re.MULTILINE)
+
+
+def parse_http_response(data: bytes) -> Tuple[Optional[int], Dict[str, str]]:
+    """Status code and headers (lower-cased names) of the first HTTP response in ``data``."""
+    m = _STATUS_LINE.search(data)
+    if not m:
+        return None, {}
+    status = int(m.group(1))
+    head = data[m.end():].split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    headers: Dict[str, str] = {}
+    for raw in head.splitlines()[1:]:
+        name, sep, value = raw.partition(b":")
+        if sep and name.strip():
+            headers[name.strip().decode("latin-1").lower()] = value.strip().decode("latin-1")
+    return status, headers
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _host_port(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}" if port != 443 else host
+
+
+def build_request(path: str, server_name: str, port: int, user_agent: str) -> bytes:
+    """The HTTP/1.1 GET the probe sends: Host = server_name, ``Connection: close``."""
+    if not path.startswith("/"):
+        raise ValueError(f"path must start with '/': {path!r}")
+    for what, value in (("path", path), ("server_name", server_name), ("user_agent", user_agent)):
+        if any(c in value for c in "\r\n") or (what != "user_agent" and " " in value):
+            raise ValueError(f"invalid characters in {what}: {value!r}")
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {_host_port(server_name, port)}",
+        f"User-Agent: {user_agent}",
+        "Accept: */*",
+        "Connection: close",
+        "",
+        "",
+    ]
+    return "\r\n".join(lines).encode("latin-1")
+
+
+# --------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class ProbeResult:
+    """What one probe saw.
+
+    ``tls``: negotiated version ("1.2", "1.3"), None if no handshake.
+    ``how``: "handshake", "renegotiation", "post-handshake" or None.
+    ``status``: HTTP status, None if no response. ``verified``: mod_ssl's
+    SSL_CLIENT_VERIFY when the server echoes it in a response header;
+    otherwise inferred when a certificate was requested: "NONE" (none sent),
+    "FAILED" (sent, and the server answered with a fatal alert), "SUCCESS"
+    (sent, and the exchange completed with an HTTP response -- mod_ssl aborts
+    the handshake when verification fails, short of ``optional_no_ca``);
+    None when not requested or not observable.
+    """
+
+    profile: Profile
+    tls: Optional[str] = None
+    cert_requested: bool = False
+    how: Optional[str] = None
+    status: Optional[int] = None
+    verified: Optional[str] = None
+    error: Optional[str] = None
+    cert_sent: bool = False
+    alerts: Tuple[str, ...] = ()
+    backend: Optional[str] = None
+
+    @property
+    def name(self) -> str:
+        return self.profile.name
+
+    @property
+    def kind(self) -> str:
+        return self.profile.kind
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "name": self.profile.name,
+            "kind": self.profile.kind,
+            "user_agent": self.profile.user_agent,
+            "pha": self.profile.pha,
+            "tls": self.tls,
+            "cert_requested": self.cert_requested,
+            "how": self.how,
+            "status": self.status,
+            "cert_sent": self.cert_sent,
+            "verified": self.verified,
+            "alerts": list(self.alerts),
+            "error": self.error,
+            "backend": self.backend,
+        }
+
+
+def _finish(
+    profile: Profile,
+    backend: str,
+    events: Sequence[Event],
+    tls: Optional[str],
+    response: bytes,
+    error: Optional[str],
+) -> ProbeResult:
+    """Assemble a `ProbeResult` from what a backend observed (pure)."""
+    obs = classify(events, tls)
+    status, headers = parse_http_response(response)
+    verified: Optional[str] = None
+    for h in VERIFY_HEADERS:
+        if headers.get(h):
+            verified = headers[h]
+            break
+    fatal = [a for a in obs.alerts_received if a.startswith("fatal")]
+    if verified is None and obs.cert_requested:
+        if not obs.cert_sent:
+            verified = "NONE"
+        elif fatal:
+            verified = "FAILED"
+        elif status is not None:
+            verified = "SUCCESS"
+    if error is None and status is None:
+        error = "no HTTP response"
+    if error is not None and fatal and not any(a.split(" ", 1)[-1] in error for a in fatal):
+        error = f"{error} (server alert: {', '.join(fatal)})"
+    return ProbeResult(
+        profile=profile,
+        tls=tls,
+        cert_requested=obs.cert_requested,
+        how=obs.how,
+        status=status,
+        verified=verified,
+        error=error,
+        cert_sent=obs.cert_sent,
+        alerts=obs.alerts_received,
+        backend=backend,
+    )
+
+
+# --------------------------------------------------------------------------
+# openssl s_client backend: pure parts
+
+
+def s_client_argv(
+    host: str,
+    port: int,
+    server_name: str,
+    profile: Profile,
+    msgfile: str,
+    *,
+    ca_file: Optional[str] = None,
+    client_cert: Optional[str] = None,
+    client_key: Optional[str] = None,
+    openssl: str = "openssl",
+) -> List[str]:
+    """The ``openssl s_client`` command line for one probe."""
+    connect = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    argv = [openssl, "s_client", "-connect", connect]
+    if server_name and not _is_ip(server_name):
+        argv += ["-servername", server_name]
+    else:
+        argv += ["-noservername"]
+    # -quiet: stdout carries only the response (session tickets would
+    # otherwise be dumped into the middle of it); it implies -ign_eof, so
+    # s_client reads until the server closes after ``Connection: close``.
+    argv += ["-quiet", "-ign_eof", "-nocommands", "-msg", "-msgfile", msgfile]
+    if profile.tls == "1.2":
+        argv.append("-tls1_2")
+    elif profile.tls == "1.3":
+        argv.append("-tls1_3")
+    if profile.pha:
+        argv.append("-enable_pha")
+    if profile.cert and client_cert:
+        argv += ["-cert", client_cert]
+        if client_key:
+            argv += ["-key", client_key]
+    if ca_file:
+        argv += ["-CAfile", ca_file, "-verify_return_error"]
+        if server_name:
+            argv += (["-verify_ip", server_name] if _is_ip(server_name) else ["-verify_hostname", server_name])
+    return argv
+
+
+_NEGOTIATED = re.compile(r"^(?:New|Reused), (TLSv1(?:\.[0-3])?|SSLv3), Cipher is", re.MULTILINE)
+_PROTOCOL = re.compile(r"^\s*Protocol\s*:\s*(TLSv1(?:\.[0-3])?)\s*$", re.MULTILINE)
+_OPENSSL_ERROR = re.compile(r"^[0-9A-F]+:error:[0-9A-F]+:[^:]*:([^:]*):([^:]*)", re.MULTILINE)
+
+
+def parse_s_client(
+    stdout: bytes, msgs: str, stderr: str, returncode: Optional[int]
+) -> Tuple[List[Event], Optional[str], bytes, Optional[str]]:
+    """Events, negotiated TLS version, response bytes and error from one s_client run."""
+    events = [ev for ev in (parse_msg_line(line) for line in msgs.splitlines()) if ev is not None]
+    text = stdout.decode("latin-1")
+    # With -quiet the session summary is not printed (it would interleave with
+    # the response); the negotiated version is the one OpenSSL reports for
+    # the server's Finished (a ServerHello still carries the client's maximum).
+    finished = [ev.version for ev in events if ev.kind == "Finished" and ev.direction == "read" and ev.version]
+    m = _NEGOTIATED.search(text) or _PROTOCOL.search(text)
+    tls = finished[0] if finished else (_norm_tls(m.group(1)) if m else None)
+    error: Optional[str] = None
+    errs = _OPENSSL_ERROR.findall(stderr)
+    if errs:
+        error = "; ".join(f"{func}: {reason}" for func, reason in errs)
+    elif returncode not in (0, None):
+        lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+        error = lines[-1] if lines else f"openssl s_client exited with {returncode}"
+    if re.search(r"^verify error:", stderr, re.MULTILINE) and error is None and tls is None:
+        error = "server certificate verification failed"
+    return events, tls, stdout, error
+
+
+# --------------------------------------------------------------------------
+# Effect edge
+
+
+def default_backend() -> str:
+    """"python" when CPython's ``SSLContext._msg_callback`` hook exists, else "openssl"."""
+    return "python" if hasattr(ssl.SSLContext, "_msg_callback") else "openssl"
+
+
+def probe(
+    host: str,
+    port: int,
+    server_name: str,
+    path: str,
+    profile: Profile,
+    *,
+    ca_file: Optional[str] = None,
+    client_cert: Optional[str] = None,
+    client_key: Optional[str] = None,
+    timeout: float = 10.0,
+    backend: Optional[str] = None,
+    openssl: str = "openssl",
+) -> ProbeResult:
+    """Connect to ``host:port`` as ``profile``, ``GET path``, and report.
+
+    SNI and the Host header are ``server_name``. Without ``ca_file`` the
+    server certificate is not verified (the probe checks our own local
+    server, whose certificate need not name the address we connect to); with
+    it, chain and name are verified. The client certificate is presented only
+    if ``profile.cert`` and ``client_cert`` is given. Never raises for
+    network or TLS failures: they land in ``ProbeResult.error``.
+    """
+    backend = backend or default_backend()
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    request = build_request(path, server_name, port, profile.user_agent)
+    if backend == "python":
+        return _probe_python(host, port, server_name, request, profile, ca_file, client_cert, client_key, timeout)
+    return _probe_openssl(host, port, server_name, request, profile, ca_file, client_cert, client_key, timeout, openssl)
+
+
+def probe_all(
+    host: str,
+    port: int,
+    server_name: str,
+    path: str,
+    profiles: Iterable[Profile] = DEFAULT_PROFILES,
+    **kwargs: Any,
+) -> List[ProbeResult]:
+    """`probe` for each profile, in order (keyword arguments passed through)."""
+    return [probe(host, port, server_name, path, p, **kwargs) for p in profiles]
+
+
+_TLS_PINS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def _python_context(
+    profile: Profile, ca_file: Optional[str], client_cert: Optional[str], client_key: Optional[str]
+) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if ca_file:
+        ctx.load_verify_locations(cafile=ca_file)
+        ctx.check_hostname = True
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if profile.tls is not None:
+        ctx.minimum_version = _TLS_PINS[profile.tls]
+        ctx.maximum_version = _TLS_PINS[profile.tls]
+    else:
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # Explicit both ways: http.client turns PHA on when a certificate is loaded.
+    ctx.post_handshake_auth = bool(profile.pha)
+    if profile.cert and client_cert:
+        ctx.load_cert_chain(client_cert, client_key)
+    # Only HTTP/1.1: HTTP/2 forbids renegotiation and would hide the answer.
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line description of a network or TLS failure."""
+    if isinstance(exc, ssl.SSLError):
+        return str(exc) or exc.__class__.__name__
+    if isinstance(exc, socket.timeout):
+        return "timeout"
+    return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
+
+
+def _probe_python(
+    host: str,
+    port: int,
+    server_name: str,
+    request: bytes,
+    profile: Profile,
+    ca_file: Optional[str],
+    client_cert: Optional[str],
+    client_key: Optional[str],
+    timeout: float,
+) -> ProbeResult:
+    events: List[Event] = []
+
+    def on_message(conn: Any, direction: Any, version: Any, content_type: Any, msg_type: Any, data: bytes) -> None:
+        ev = _python_event(direction, content_type, data)
+        if ev is not None:
+            events.append(ev)
+
+    try:
+        ctx = _python_context(profile, ca_file, client_cert, client_key)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        return _finish(profile, "python", [], None, b"", f"client setup: {_describe(exc)}")
+    ctx._msg_callback = on_message  # type: ignore[attr-defined]
+
+    tls: Optional[str] = None
+    chunks: List[bytes] = []
+    error: Optional[str] = None
+    deadline = time.monotonic() + timeout
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        return _finish(profile, "python", [], None, b"", f"connect {host}:{port}: {_describe(exc)}")
+    try:
+        with ctx.wrap_socket(sock, server_hostname=server_name or None) as tls_sock:
+            tls = _norm_tls(tls_sock.version())
+            tls_sock.sendall(request)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise socket.timeout("timed out")
+                tls_sock.settimeout(remaining)
+                data = tls_sock.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+    except (ssl.SSLError, OSError) as exc:
+        error = _describe(exc)
+    finally:
+        sock.close()
+    return _finish(profile, "python", list(events), tls, b"".join(chunks), error)
+
+
+def _probe_openssl(
+    host: str,
+    port: int,
+    server_name: str,
+    request: bytes,
+    profile: Profile,
+    ca_file: Optional[str],
+    client_cert: Optional[str],
+    client_key: Optional[str],
+    timeout: float,
+    openssl: str,
+) -> ProbeResult:
+    exe = shutil.which(openssl) if os.sep not in openssl else openssl
+    if not exe:
+        return _finish(profile, "openssl", [], None, b"", f"{openssl}: command not found")
+    fd, msgfile = tempfile.mkstemp(prefix="dataone-cn-sslverify-probe-", suffix=".msg")
+    os.close(fd)
+    try:
+        argv = s_client_argv(
+            host, port, server_name, profile, msgfile,
+            ca_file=ca_file, client_cert=client_cert, client_key=client_key, openssl=exe,
+        )
+        env = dict(os.environ)
+        env.setdefault("LC_ALL", "C")
+        timed_out = False
+        try:
+            proc = subprocess.run(
+                argv, input=request, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, env=env
+            )
+            stdout, stderr, rc = proc.stdout, proc.stderr, proc.returncode
+        except subprocess.TimeoutExpired as exc:
+            stdout, stderr, rc = exc.stdout or b"", exc.stderr or b"", None
+            timed_out = True
+        with open(msgfile, encoding="latin-1") as fh:
+            msgs = fh.read()
+    finally:
+        try:
+            os.unlink(msgfile)
+        except OSError:
+            pass
+    events, tls, response, error = parse_s_client(stdout, msgs, stderr.decode("latin-1"), rc)
+    if timed_out:
+        error = "timeout" if error is None else f"timeout; {error}"
+    return _finish(profile, "openssl", events, tls, response, error)
+
+
+# --------------------------------------------------------------------------
+# Apply gate and presentation (pure)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether the live server behaves as the change intends.
+
+    ``ok`` only if every browser profile completed a handshake and was never
+    asked for a certificate, and every API profile that offers PHA was asked.
+    ``problems`` say why not; ``warnings`` do not block (for example 403 for
+    API clients without PHA under TLS 1.3, which the policy cannot fix).
+    """
+
+    ok: bool
+    summary: str
+    problems: Tuple[str, ...] = ()
+    warnings: Tuple[str, ...] = ()
+
+    def to_json(self) -> Dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "summary": self.summary,
+            "problems": list(self.problems),
+            "warnings": list(self.warnings),
+        }
+
+
+def verdict(results: Sequence[ProbeResult]) -> Verdict:
+    """The apply gate: browsers not asked, API clients (with PHA) asked."""
+    problems: List[str] = []
+    warnings: List[str] = []
+    browsers = [r for r in results if r.kind == BROWSER]
+    apis = [r for r in results if r.kind == API and r.profile.pha]
+
+    asked = [r for r in browsers if r.cert_requested]
+    unknown = [r for r in browsers if not r.cert_requested and r.tls is None]
+    for r in asked:
+        problems.append(f"{r.name} was asked for a client certificate ({r.how}, TLS {r.tls})")
+    for r in unknown:
+        problems.append(f"{r.name}: inconclusive, no TLS handshake: {r.error}")
+    if not browsers:
+        problems.append("no browser profile was probed")
+        browser_part = "no browser probed"
+    elif asked:
+        browser_part = "browser asked (" + ", ".join(f"{r.name}: {r.how}" for r in asked) + ")"
+    elif unknown:
+        browser_part = "browser inconclusive (" + ", ".join(r.name for r in unknown) + ")"
+    else:
+        browser_part = "browser not asked"
+
+    not_asked = [r for r in apis if not r.cert_requested]
+    for r in not_asked:
+        why = f": {r.error}" if r.error else ""
+        problems.append(f"{r.name} was not asked for a client certificate{why}")
+    if not apis:
+        problems.append("no API profile offering post-handshake auth was probed")
+        api_part = "no API client probed"
+    elif not_asked:
+        api_part = "API client not asked (" + ", ".join(r.name for r in not_asked) + ")"
+    else:
+        api_part = "API client asked"
+
+    reported = {r.name for r in asked + unknown + not_asked}
+    for r in results:
+        if r.name in reported:
+            continue
+        if r.kind == API and not r.profile.pha and r.tls == "1.3" and r.status == 403:
+            warnings.append(
+                f"{r.name}: 403 under TLS 1.3: clients without post-handshake auth "
+                "(Java JSSE, Go) are refused where a certificate is optional"
+            )
+        elif r.error:
+            warnings.append(f"{r.name}: {r.error}")
+    return Verdict(not problems, f"{browser_part}, {api_part}", tuple(problems), tuple(warnings))
+
+
+def results_to_json(results: Sequence[ProbeResult], verdict_: Optional[Verdict] = None) -> Dict[str, Any]:
+    """``{"profiles": [...]}`` (plus ``"verdict"`` when given), as ``probe --json`` prints."""
+    doc: Dict[str, Any] = {"profiles": [r.to_json() for r in results]}
+    if verdict_ is not None:
+        doc["verdict"] = verdict_.to_json()
+    return doc
+
+
+_TABLE_HEADER = ("PROFILE", "TLS", "ASKED", "HOW", "STATUS", "VERIFIED", "ERROR")
+
+
+def format_table(results: Sequence[ProbeResult]) -> str:
+    """A fixed-width table, one row per result, for the human output."""
+    rows = [_TABLE_HEADER]
+    for r in results:
+        rows.append(
+            (
+                r.name,
+                r.tls or "-",
+                "yes" if r.cert_requested else "no",
+                r.how or "-",
+                str(r.status) if r.status is not None else "-",
+                r.verified or "-",
+                r.error or "",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_HEADER) - 1)]
+    lines = []
+    for row in rows:
+        cells = [row[i].ljust(widths[i]) for i in range(len(widths))] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
