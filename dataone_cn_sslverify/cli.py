@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
 from . import __version__
 from . import apacheconf as ac
-from . import apachectl, locate, paths, policy
-
-EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_UNRESTORED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
+from . import apachectl, locate, paths, policy, probe, transaction
+from .store import LockTimeout, Store
+from .transaction import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, EXIT_UNRESTORED
 
 
 class Output:
@@ -60,6 +61,32 @@ def _vhost_doc(vf: locate.VhostFile, a: policy.Assessment) -> Dict[str, Any]:
     return doc
 
 
+def recover_first(out: Output) -> int:
+    """Every command first finishes the story of a run that died (design: crash safety).
+
+    Returns an exit code to stop with, or -1 to go on. A state dir we may not
+    create (a non-root `status`) just means there is nothing to recover.
+    """
+    store = Store(paths.state_dir())
+    if not os.path.exists(store.journal_path):
+        return -1
+    try:
+        store.lock("recover", transaction.LOCK_TIMEOUT)
+    except LockTimeout as exc:
+        out.line(f"lock: {exc}")
+        return EXIT_REFUSED
+    except OSError:
+        return -1
+    try:
+        got = transaction.recover(store, lambda n, ok, d: out.line(f"{n}: {d}"))
+    finally:
+        store.unlock()
+    if got is not None and got.exit_code == EXIT_UNRESTORED:
+        out.document(got.to_json())
+        return EXIT_UNRESTORED
+    return -1
+
+
 def cmd_status(args: argparse.Namespace, out: Output) -> int:
     loc = locate.locate(args.vhost, paths.policy_path())
     running = apachectl.is_running()
@@ -78,11 +105,14 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     out.line(f"apache: {'running' if running else 'not running'}, config {'ok' if config_ok else 'FAILS configtest'}"
              + (f" ({loc.config_error})" if loc.config_error else ""))
     out.debug(f"found through: {loc.source}")
+    backups = Store(paths.state_dir()).backups()
+    out.line(f"backups: {len(backups)} in {paths.state_dir()}" + (f", newest {backups[0].id}" if backups else ""))
     out.document({
         "vhosts": [_vhost_doc(vf, a) for vf, a in vhosts],
         "apache": {"running": running, "config_ok": config_ok, "confdir": apachectl.confdir()},
         "policy": paths.policy_path(),
         "source": loc.source,
+        "backups": [b.to_json() for b in backups],
     })
     return EXIT_OK if loc.candidates() else EXIT_NOT_FOUND
 
@@ -105,10 +135,73 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _run_transaction(op: str, args: argparse.Namespace, out: Output, **kw: Any) -> int:
+    def report(step: transaction.Step) -> None:
+        out.line(f"{step.name}: {'' if step.ok else 'FAILED: '}{step.detail}")
+
+    t = transaction.Transaction(op, vhost=args.vhost, report=report, **kw)
+    outcome = t.run()
+    out.line(f"{op}: {outcome.result}: {outcome.message}")
+    out.document(outcome.to_json())
+    return outcome.exit_code
+
+
+def cmd_apply(args: argparse.Namespace, out: Output) -> int:
+    return _run_transaction("apply", args, out, reload=not args.no_reload, do_probe=not args.no_probe)
+
+
+def cmd_revert(args: argparse.Namespace, out: Output) -> int:
+    return _run_transaction("revert", args, out, reload=not args.no_reload, do_probe=not args.no_probe)
+
+
+def cmd_restore(args: argparse.Namespace, out: Output) -> int:
+    return _run_transaction("restore", args, out, reload=not args.no_reload, backup_id=args.id)
+
+
+def cmd_backups(args: argparse.Namespace, out: Output) -> int:
+    backups = Store(paths.state_dir()).backups(args.vhost)
+    for b in backups:
+        out.line(f"{b.id}  {b.when}  {b.size:>7} bytes  sha256:{b.sha256[:16]}  {b.op:<7} {b.path}")
+    if not backups:
+        out.line(f"backups: none in {paths.state_dir()}")
+    out.document({"backups": [b.to_json() for b in backups]})
+    return EXIT_OK
+
+
+def cmd_probe(args: argparse.Namespace, out: Output) -> int:
+    if args.connect:
+        host, _, port_s = args.connect.rpartition(":")
+        if not host or not port_s.isdigit():
+            raise policy.PolicyError(f"--connect {args.connect}: expected HOST:PORT")
+        host, port, sni = host.strip("[]"), int(port_s), args.servername or host.strip("[]")
+    else:
+        a = locate.choose(locate.locate(args.vhost, paths.policy_path()))
+        host, port, sni = transaction.probe_target(a)
+        sni = args.servername or sni
+    profiles = list(probe.DEFAULT_PROFILES)
+    if args.profile:
+        profiles = [probe.get_profile(n) for n in args.profile]
+    results = probe.probe_all(host, port, sni, args.path, profiles, ca_file=args.cacert,
+                              client_cert=args.cert, client_key=args.key, timeout=args.timeout)
+    v = probe.verdict(results)
+    if out.as_json:
+        out.document(probe.results_to_json(results, v))
+    else:
+        sys.stdout.write(probe.format_table(results) + "\n")
+    out.line(f"probe: https://{sni}:{port}{args.path} via {host}: {v.summary}")
+    return EXIT_OK if all(r.tls is not None or r.status is not None for r in results) else EXIT_FAILED
+
+
 COMMANDS: Dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "status": cmd_status,
     "diff": cmd_diff,
+    "apply": cmd_apply,
+    "revert": cmd_revert,
+    "backups": cmd_backups,
+    "restore": cmd_restore,
+    "probe": cmd_probe,
 }
+TRANSACTIONS = ("apply", "revert", "restore")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +217,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     sub.add_parser("status", help="each SSL vhost Apache loads and the state of its block")
     sub.add_parser("diff", help="the unified diff `apply` would make; writes nothing")
+    for name, text in (("apply", "back up, patch, config test, graceful reload, live check; roll back on failure"),
+                       ("revert", "put the original block back, with the same safety steps")):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("--no-reload", action="store_true", help="write and config-test only; do not reload Apache")
+        sp.add_argument("--no-probe", action="store_true", help="skip the live check after the reload")
+    sub.add_parser("backups", help="list full-file backups (newest first)")
+    sp = sub.add_parser("restore", help="restore a full-file backup by ID, with the same safety steps")
+    sp.add_argument("id", metavar="ID")
+    sp.add_argument("--no-reload", action="store_true", help="write and config-test only; do not reload Apache")
+    sp = sub.add_parser("probe", help="which clients the live vhost asks for a certificate")
+    sp.add_argument("--connect", metavar="HOST:PORT", help="address to connect to (default: the vhost's own)")
+    sp.add_argument("--servername", metavar="NAME", help="SNI and Host header (default: the vhost's ServerName)")
+    sp.add_argument("--path", default="/cn/", help="request path (default: /cn/)")
+    sp.add_argument("--profile", action="append", metavar="NAME", help="only this client profile (repeatable)")
+    sp.add_argument("--cert", metavar="PEM", help="client certificate to present when asked")
+    sp.add_argument("--key", metavar="PEM", help="its private key (default: in --cert)")
+    sp.add_argument("--cacert", metavar="PEM", help="verify the server against this CA (default: no verification)")
+    sp.add_argument("--timeout", type=float, default=10.0)
     return p
 
 
@@ -135,12 +246,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(exc.code or 0)
     out = Output(args.json, args.verbose)
     try:
+        if args.command not in TRANSACTIONS:  # transactions recover under their own lock
+            code = recover_first(out)
+            if code >= 0:
+                return code
         return COMMANDS[args.command](args, out)
     except locate.NotFound as exc:
         out.line(f"error: {exc}")
         out.document({"result": "not-found", "error": str(exc)})
         return EXIT_NOT_FOUND
-    except (ac.ConfigSyntaxError, policy.PolicyError, FileNotFoundError) as exc:
+    except (ac.ConfigSyntaxError, policy.PolicyError, FileNotFoundError, KeyError) as exc:
         out.line(f"refused: {exc}")
         out.document({"result": "refused", "error": str(exc)})
         return EXIT_REFUSED

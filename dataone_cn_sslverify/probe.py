@@ -131,9 +131,16 @@ class Profile:
             raise ValueError(f"profile {self.name!r}: user_agent must not contain CR or LF")
 
 
+# Browser profiles are instruments, not imitations of a TLS stack: they send
+# the browser's User-Agent, accept a TLS 1.2 renegotiation and offer TLS 1.3
+# post-handshake auth, so that *any* certificate request the server makes is
+# visible. (A real browser refuses the renegotiation -- AH02261 -- or, without
+# PHA, gets 403 -- AH10158 -- and the request stays invisible to the client.
+# Measured: under webkit-only and TLS 1.3, a no-PHA client with an IE11 or
+# Firefox User-Agent sees no CertificateRequest at all, just 403.)
 _BROWSER_NOTE = (
-    "User-Agent only: the probe accepts a renegotiation so the request can be "
-    "seen (a real browser would show a certificate dialog or fail)"
+    "User-Agent only; the probe accepts renegotiation and offers post-handshake "
+    "auth so that a certificate request is visible"
 )
 
 DEFAULT_PROFILES: Tuple[Profile, ...] = (
@@ -142,6 +149,7 @@ DEFAULT_PROFILES: Tuple[Profile, ...] = (
         kind=BROWSER,
         user_agent="Mozilla/5.0 (Windows NT 6.1; WOW64; Trident/7.0; rv:11.0) like Gecko",
         tls="1.2",
+        pha=True,
         note="IE11 on Windows 7 speaks at most TLS 1.2 and refuses a renegotiation "
         "(AH02261, XMLHttpRequest Network Error 0x4c7); " + _BROWSER_NOTE,
     ),
@@ -150,12 +158,14 @@ DEFAULT_PROFILES: Tuple[Profile, ...] = (
         kind=BROWSER,
         user_agent="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
         "(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
-        note="Chrome does not implement post-handshake auth; " + _BROWSER_NOTE,
+        pha=True,
+        note="Chrome does not implement post-handshake auth: a request would be a 403; " + _BROWSER_NOTE,
     ),
     Profile(
         name="browser-firefox-linux",
         kind=BROWSER,
         user_agent="Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
+        pha=True,
         note="Firefox offers post-handshake auth only if enabled in about:config; " + _BROWSER_NOTE,
     ),
     Profile(
@@ -163,6 +173,7 @@ DEFAULT_PROFILES: Tuple[Profile, ...] = (
         kind=BROWSER,
         user_agent="Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 "
         "(KHTML, like Gecko) Version/17.1 Safari/605.1.15",
+        pha=True,
         note=_BROWSER_NOTE,
     ),
     Profile(
@@ -170,6 +181,7 @@ DEFAULT_PROFILES: Tuple[Profile, ...] = (
         kind=BROWSER,
         user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
         "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+        pha=True,
         note=_BROWSER_NOTE,
     ),
     Profile(
@@ -505,6 +517,11 @@ class ProbeResult:
         }
 
 
+def _same_words(alert: str, error: str) -> bool:
+    """Does ``error`` already name ``alert`` ("unknown_ca" vs "tlsv1 alert unknown ca")?"""
+    return alert.replace("_", " ").lower() in error.replace("_", " ").lower()
+
+
 def _finish(
     profile: Profile,
     backend: str,
@@ -512,12 +529,14 @@ def _finish(
     tls: Optional[str],
     response: bytes,
     error: Optional[str],
+    verify_headers: Sequence[str] = (),
 ) -> ProbeResult:
     """Assemble a `ProbeResult` from what a backend observed (pure)."""
     obs = classify(events, tls)
     status, headers = parse_http_response(response)
     verified: Optional[str] = None
-    for h in VERIFY_HEADERS:
+    for h in list(verify_headers) + list(VERIFY_HEADERS):
+        h = h.lower()
         if headers.get(h):
             verified = headers[h]
             break
@@ -531,7 +550,7 @@ def _finish(
             verified = "SUCCESS"
     if error is None and status is None:
         error = "no HTTP response"
-    if error is not None and fatal and not any(a.split(" ", 1)[-1] in error for a in fatal):
+    if error is not None and fatal and not any(_same_words(a.split(" ", 1)[-1], error) for a in fatal):
         error = f"{error} (server alert: {', '.join(fatal)})"
     return ProbeResult(
         profile=profile,
@@ -642,6 +661,7 @@ def probe(
     timeout: float = 10.0,
     backend: Optional[str] = None,
     openssl: str = "openssl",
+    verify_headers: Sequence[str] = (),
 ) -> ProbeResult:
     """Connect to ``host:port`` as ``profile``, ``GET path``, and report.
 
@@ -651,14 +671,21 @@ def probe(
     it, chain and name are verified. The client certificate is presented only
     if ``profile.cert`` and ``client_cert`` is given. Never raises for
     network or TLS failures: they land in ``ProbeResult.error``.
+    ``verify_headers``: extra response header names, tried before
+    `VERIFY_HEADERS`, that carry the server's SSL_CLIENT_VERIFY.
     """
     backend = backend or default_backend()
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     request = build_request(path, server_name, port, profile.user_agent)
     if backend == "python":
-        return _probe_python(host, port, server_name, request, profile, ca_file, client_cert, client_key, timeout)
-    return _probe_openssl(host, port, server_name, request, profile, ca_file, client_cert, client_key, timeout, openssl)
+        result = _probe_python(host, port, server_name, request, profile, ca_file, client_cert, client_key, timeout)
+    else:
+        result = _probe_openssl(
+            host, port, server_name, request, profile, ca_file, client_cert, client_key, timeout, openssl
+        )
+    events, tls, response, error = result
+    return _finish(profile, backend, events, tls, response, error, verify_headers)
 
 
 def probe_all(
@@ -672,6 +699,9 @@ def probe_all(
     """`probe` for each profile, in order (keyword arguments passed through)."""
     return [probe(host, port, server_name, path, p, **kwargs) for p in profiles]
 
+
+# What a backend observed: events, negotiated TLS version, response bytes, error.
+_Raw = Tuple[List[Event], Optional[str], bytes, Optional[str]]
 
 _TLS_PINS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -704,7 +734,8 @@ def _python_context(
 def _describe(exc: BaseException) -> str:
     """A one-line description of a network or TLS failure."""
     if isinstance(exc, ssl.SSLError):
-        return str(exc) or exc.__class__.__name__
+        # "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca (_ssl.c:2546)"
+        return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", str(exc)) or exc.__class__.__name__
     if isinstance(exc, socket.timeout):
         return "timeout"
     return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
@@ -720,7 +751,8 @@ def _probe_python(
     client_cert: Optional[str],
     client_key: Optional[str],
     timeout: float,
-) -> ProbeResult:
+) -> _Raw:
+    """Python ``ssl`` backend: events from ``SSLContext._msg_callback``."""
     events: List[Event] = []
 
     def on_message(conn: Any, direction: Any, version: Any, content_type: Any, msg_type: Any, data: bytes) -> None:
@@ -731,7 +763,7 @@ def _probe_python(
     try:
         ctx = _python_context(profile, ca_file, client_cert, client_key)
     except (OSError, ssl.SSLError, ValueError) as exc:
-        return _finish(profile, "python", [], None, b"", f"client setup: {_describe(exc)}")
+        return [], None, b"", f"client setup: {_describe(exc)}"
     ctx._msg_callback = on_message  # type: ignore[attr-defined]
 
     tls: Optional[str] = None
@@ -741,7 +773,7 @@ def _probe_python(
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
-        return _finish(profile, "python", [], None, b"", f"connect {host}:{port}: {_describe(exc)}")
+        return [], None, b"", f"connect {host}:{port}: {_describe(exc)}"
     try:
         with ctx.wrap_socket(sock, server_hostname=server_name or None) as tls_sock:
             tls = _norm_tls(tls_sock.version())
@@ -759,7 +791,7 @@ def _probe_python(
         error = _describe(exc)
     finally:
         sock.close()
-    return _finish(profile, "python", list(events), tls, b"".join(chunks), error)
+    return list(events), tls, b"".join(chunks), error
 
 
 def _probe_openssl(
@@ -773,10 +805,11 @@ def _probe_openssl(
     client_key: Optional[str],
     timeout: float,
     openssl: str,
-) -> ProbeResult:
+) -> _Raw:
+    """``openssl s_client -msg`` backend: events parsed from the message log."""
     exe = shutil.which(openssl) if os.sep not in openssl else openssl
     if not exe:
-        return _finish(profile, "openssl", [], None, b"", f"{openssl}: command not found")
+        return [], None, b"", f"{openssl}: command not found"
     fd, msgfile = tempfile.mkstemp(prefix="dataone-cn-sslverify-probe-", suffix=".msg")
     os.close(fd)
     try:
@@ -805,7 +838,7 @@ def _probe_openssl(
     events, tls, response, error = parse_s_client(stdout, msgs, stderr.decode("latin-1"), rc)
     if timed_out:
         error = "timeout" if error is None else f"timeout; {error}"
-    return _finish(profile, "openssl", events, tls, response, error)
+    return events, tls, response, error
 
 
 # --------------------------------------------------------------------------
@@ -817,7 +850,9 @@ class Verdict:
     """Whether the live server behaves as the change intends.
 
     ``ok`` only if every browser profile completed a handshake and was never
-    asked for a certificate, and every API profile that offers PHA was asked.
+    asked for a certificate (nor refused with 403 under TLS 1.3 without PHA,
+    which is how an unseen request shows), and every API profile that offers
+    PHA was asked.
     ``problems`` say why not; ``warnings`` do not block (for example 403 for
     API clients without PHA under TLS 1.3, which the policy cannot fix).
     """
@@ -845,15 +880,27 @@ def verdict(results: Sequence[ProbeResult]) -> Verdict:
 
     asked = [r for r in browsers if r.cert_requested]
     unknown = [r for r in browsers if not r.cert_requested and r.tls is None]
+    # Without PHA, a TLS 1.3 client never sees the request: Apache answers 403
+    # instead (AH10158). For a browser that is the failure this gate exists for.
+    refused = [
+        r for r in browsers if not r.cert_requested and r.tls == "1.3" and not r.profile.pha and r.status == 403
+    ]
     for r in asked:
         problems.append(f"{r.name} was asked for a client certificate ({r.how}, TLS {r.tls})")
+    for r in refused:
+        problems.append(
+            f"{r.name}: 403 under TLS 1.3 without post-handshake auth: the server presumably wanted "
+            "a client certificate (Apache AH10158); probe with a profile that offers PHA to see it"
+        )
     for r in unknown:
         problems.append(f"{r.name}: inconclusive, no TLS handshake: {r.error}")
     if not browsers:
         problems.append("no browser profile was probed")
         browser_part = "no browser probed"
-    elif asked:
-        browser_part = "browser asked (" + ", ".join(f"{r.name}: {r.how}" for r in asked) + ")"
+    elif asked or refused:
+        browser_part = "browser asked (" + ", ".join(
+            [f"{r.name}: {r.how}" for r in asked] + [f"{r.name}: 403 without PHA" for r in refused]
+        ) + ")"
     elif unknown:
         browser_part = "browser inconclusive (" + ", ".join(r.name for r in unknown) + ")"
     else:
@@ -871,7 +918,7 @@ def verdict(results: Sequence[ProbeResult]) -> Verdict:
     else:
         api_part = "API client asked"
 
-    reported = {r.name for r in asked + unknown + not_asked}
+    reported = {r.name for r in asked + refused + unknown + not_asked}
     for r in results:
         if r.name in reported:
             continue
@@ -882,6 +929,8 @@ def verdict(results: Sequence[ProbeResult]) -> Verdict:
             )
         elif r.error:
             warnings.append(f"{r.name}: {r.error}")
+        elif r.kind == BROWSER and r.status == 403:
+            warnings.append(f"{r.name}: 403 Forbidden")
     return Verdict(not problems, f"{browser_part}, {api_part}", tuple(problems), tuple(warnings))
 
 
