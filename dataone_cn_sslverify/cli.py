@@ -187,7 +187,7 @@ def cmd_probe(args: argparse.Namespace, out: Output) -> int:
     if out.as_json:
         out.document(probe.results_to_json(results, v))
     else:
-        sys.stdout.write(probe.format_table(results) + "\n")
+        sys.stdout.write(probe.format_table(results))
     out.line(f"probe: https://{sni}:{port}{args.path} via {host}: {v.summary}")
     return EXIT_OK if all(r.tls is not None or r.status is not None for r in results) else EXIT_FAILED
 

@@ -47,7 +47,7 @@ import ssl
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 __all__ = [
@@ -643,9 +643,14 @@ def parse_s_client(
 # Effect edge
 
 
+# CPython's private TLS message hook (3.8+). Without it the python backend
+# would see no messages at all and report every client as "not asked".
+_HAS_MSG_CALLBACK = hasattr(ssl.SSLContext, "_msg_callback")
+
+
 def default_backend() -> str:
     """"python" when CPython's ``SSLContext._msg_callback`` hook exists, else "openssl"."""
-    return "python" if hasattr(ssl.SSLContext, "_msg_callback") else "openssl"
+    return "python" if _HAS_MSG_CALLBACK else "openssl"
 
 
 def probe(
@@ -753,6 +758,8 @@ def _probe_python(
     timeout: float,
 ) -> _Raw:
     """Python ``ssl`` backend: events from ``SSLContext._msg_callback``."""
+    if not _HAS_MSG_CALLBACK:
+        return [], None, b"", "python backend unavailable: no ssl.SSLContext._msg_callback (use backend='openssl')"
     events: List[Event] = []
 
     def on_message(conn: Any, direction: Any, version: Any, content_type: Any, msg_type: Any, data: bytes) -> None:
