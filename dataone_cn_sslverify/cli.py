@@ -102,6 +102,9 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
             out.line(f"  warning: {w}")
     if not vhosts:
         out.line("vhost: no SSL vhost found")
+    if not loc.candidates():
+        out.line("error: no CN SSL vhost found: no SSL vhost Apache loads carries a client-verification block"
+                 + (" (use --vhost FILE to name one)" if not args.vhost else ""))
     out.line(f"apache: {'running' if running else 'not running'}, config {'ok' if config_ok else 'FAILS configtest'}"
              + (f" ({loc.config_error})" if loc.config_error else ""))
     out.debug(f"found through: {loc.source}")

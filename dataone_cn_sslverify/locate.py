@@ -98,7 +98,17 @@ def loaded_files() -> Located:
     res = apachectl.dump_includes()
     files = apachectl.parse_dump_includes(res.output) if res.ok else []
     if res.ok and files:
-        return Located([VhostFile(p, os.path.realpath(p), b"") for p in files], "apache", True)
+        # Fix: a file enabled under two names (sites-enabled/cn-ssl.conf and
+        # sites-enabled/001-cn.conf -> the same target) is listed twice by Apache;
+        # it is one file with one block to patch, so keep its first occurrence
+        # (as walk_includes does). Without this, status listed it twice and diff
+        # refused it as "several SSL vhosts" naming the same FILE:LINE twice.
+        unique, seen = [], set()
+        for p in files:
+            if os.path.realpath(p) not in seen:
+                seen.add(os.path.realpath(p))
+                unique.append(p)
+        return Located([VhostFile(p, os.path.realpath(p), b"") for p in unique], "apache", True)
     cd = apachectl.confdir()
     walked = walk_includes(os.path.join(cd, "apache2.conf"), cd)
     return Located([VhostFile(p, os.path.realpath(p), b"") for p in walked], "walk", False, res.first_error)
@@ -146,9 +156,15 @@ def choose(loc: Located) -> policy.Assessment:
         where = ", ".join(f"{a.filename}:{a.line}" for a in loc.assessments) or "none"
         raise NotFound(f"no CN SSL vhost with a client-verification block found (SSL vhosts seen: {where})")
     if len(cands) > 1:
+        listed = ", ".join(f"{a.filename}:{a.line} ({a.server_name or '-'})" for a in cands)
+        if len({a.filename for a in cands}) == 1:
+            # Fix: --vhost picks a file, so it cannot choose between vhosts of one
+            # file; suggesting it sent the operator in a circle (same refusal again).
+            raise policy.PolicyError(
+                f"several SSL vhosts in one file carry a client-verification block: {listed}; "
+                "--vhost cannot choose between vhosts of the same file: move all but one to files of their own"
+            )
         raise policy.PolicyError(
-            "several SSL vhosts carry a client-verification block: "
-            + ", ".join(f"{a.filename}:{a.line} ({a.server_name or '-'})" for a in cands)
-            + "; name one with --vhost FILE"
+            "several SSL vhosts carry a client-verification block: " + listed + "; name one with --vhost FILE"
         )
     return cands[0]
