@@ -7,7 +7,10 @@ SYSPATH     := /usr/sbin:/usr/bin:/sbin:/bin
 VENV        := .venv
 # Debian packages the test suite and the demo need (installed only if missing).
 APT_TEST    := apache2 curl openssl ca-certificates python3 python3-pytest python3-hypothesis \
-               python3-debian python3-venv python3-setuptools
+               python3-debian python3-venv python3-setuptools \
+               python3-requests default-jdk-headless golang-go
+# (the last three are real clients for tests/integration/test_matrix.py: python-requests, OpenJDK
+#  HttpClient and Go net/http checked against their probe profiles; ~15 s to install golang-go)
 APT_DEMO    := apache2 curl openssl python3
 PIP_TEST    := vermin==1.9.2
 PYTEST_ARGS ?=
@@ -43,5 +46,62 @@ demo: deps-demo
 	PATH=$(SYSPATH) $(PYTHON) scripts/demo.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .demo
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .demo deb_dist dataone-cn-sslverify-*.tar.gz
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+# --- Debian package ---------------------------------------------------------
+# `make deb`: dist/dataone-cn-sslverify_VERSION_all.deb from debian/ (the source
+# of truth) with dpkg-buildpackage, in a temp copy of the tree, with Debian's
+# interpreter; also the .dsc and tarballs, .buildinfo, .changes and a .sha256
+# per file. Reproducible: SOURCE_DATE_EPOCH defaults to debian/changelog's date.
+# `make deb-stdeb`: the same package through `setup.py bdist_deb` (stdeb), in
+# dist/stdeb/ (tests/package/test_build.py checks that they are equivalent).
+# `make lintian`: lintian --pedantic on the .deb and the source; fails on any
+# error, warning or pedantic tag that debian/*lintian-overrides does not justify.
+.PHONY: deb deb-stdeb lintian
+
+deb:
+	PATH=$(SYSPATH) sh scripts/build-deb --out dist
+
+deb-stdeb:
+	PATH=$(SYSPATH) sh scripts/build-stdeb --out dist/stdeb
+
+lintian: deb
+	PATH=$(SYSPATH) sh scripts/run-lintian dist/dataone-cn-sslverify_*.changes
+
+# Benchmarks, not part of `make test`: downtime under load against the CN package's stop/start,
+# overhead against the bare Apache floor, growth with config size. Rewrites bench/RESULTS.md
+# (raw figures in bench/results.json); `python3 bench/run.py --quick` is a fast smoke run.
+APT_BENCH   := apache2 openssl python3 time
+.PHONY: bench
+bench:
+	@PATH=$(SYSPATH) sh scripts/apt-ensure $(APT_BENCH)
+	PATH=$(SYSPATH) $(PYTHON) bench/run.py
+
+# --- Package lifecycle in a Debian chroot (tests/package/chroot.py) ----------
+# A cached debootstrap chroot (Debian 12 minbase + apache2, python3, curl,
+# openssl, ca-certificates) in /var/tmp/dataone-cn-sslverify-chroot-cache,
+# built on first use (~1 min; `scripts/make-chroot` builds it ahead).
+# `make lifecycle`: only the lifecycle tests (they also run in `make test`):
+# install/upgrade/remove/purge with apt, dataone-cn-os-core's trigger, live checks.
+# `make piuparts`: piuparts on dist/'s .deb (install+purge, install-remove-install,
+# upgrade to self), log in dist/piuparts.log; needs the Debian mirror.
+# `make demo-deb`: builds the .deb and shows it at work in a throwaway chroot:
+# install, status, probe, remove. `make demo` runs it too.
+APT_CHROOT  := debootstrap dpkg-dev curl
+DEB_FILE     = dist/dataone-cn-sslverify_$(shell dpkg-parsechangelog -SVersion)_all.deb
+.PHONY: lifecycle piuparts demo-deb
+
+lifecycle: deps
+	@PATH=$(SYSPATH) sh scripts/apt-ensure $(APT_CHROOT)
+	PATH=$(SYSPATH) $(PYTHON) -m pytest -ra --durations=0 -m lifecycle $(PYTEST_ARGS) tests/package/test_lifecycle.py
+
+piuparts: deb
+	@PATH=$(SYSPATH) sh scripts/apt-ensure piuparts $(APT_CHROOT)
+	PATH=$(SYSPATH) sh scripts/run-piuparts $(DEB_FILE)
+
+demo-deb: deb
+	@PATH=$(SYSPATH) sh scripts/apt-ensure $(APT_CHROOT)
+	PATH=$(SYSPATH) $(PYTHON) scripts/demo-deb.py $(DEB_FILE)
+
+demo: demo-deb

@@ -18,7 +18,10 @@ setup(
     python_requires=">=3.8",
     packages=find_packages(include=["dataone_cn_sslverify", "dataone_cn_sslverify.*"]),
     entry_points={"console_scripts": ["dataone-cn-sslverify = dataone_cn_sslverify.cli:main"]},
-    data_files=[("/etc/dataone/apache2", ["conf/cn-sslverify.conf"])],
+    # No data_files: the policy snippet is a dpkg conffile at /etc/dataone/apache2/,
+    # installed by debian/dataone-cn-sslverify.install (in both the debian/ and the
+    # stdeb build: MANIFEST.in ships that file in the sdist). An absolute data_files
+    # path would escape the install prefix of a pip/wheel install.
     classifiers=[
         "Environment :: Console",
         "Operating System :: POSIX :: Linux",

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_CONFDIR = "/etc/apache2"
@@ -63,9 +63,13 @@ class Result:
     def first_error(self) -> str:
         """The line of the output that says what is wrong (Apache's 'AH00526: Syntax error ...')."""
         lines = [ln.strip() for ln in self.output.splitlines() if ln.strip()]
-        for ln in lines:
+        for i, ln in enumerate(lines):
             if "error" in ln.lower() or ln.startswith("AH"):
                 if "Could not reliably determine" not in ln:
+                    # "AH00526: Syntax error on line N of FILE:" says where; the next line says
+                    # what ("Invalid command 'X'..."). Without it the operator saw no reason.
+                    if ln.endswith(":") and i + 1 < len(lines):
+                        return f"{ln} {lines[i + 1]}"
                     return ln
         return lines[-1] if lines else ""
 
@@ -211,3 +215,41 @@ def graceful(wait: float = 30.0) -> Reload:
             return Reload(True, how, f"new generation serving (pid {now}, {len(fresh)} new children)")
         time.sleep(0.05)
     return Reload(False, how, f"no new generation of children within {wait:.0f}s")
+
+
+# --- Added for the maintainer scripts (dataone_cn_sslverify.maint) -----------
+# Debian's policy layer for service actions from package scripts: a chroot, a
+# container image build or piuparts installs a policy-rc.d that forbids them.
+# The command an operator runs by hand does not ask (an operator's `apply`
+# reloads); only maint.py does.
+
+POLICY_RC_D = "/usr/sbin/policy-rc.d"
+
+
+def service_action_allowed(action: str = "reload", service: str = "apache2") -> Tuple[bool, str]:
+    """May a maintainer script run ``service action`` now?  Returns (allowed, why).
+
+    Asks ``$DPKG_ROOT/usr/sbin/policy-rc.d SERVICE ACTION`` (or the file named
+    by ``DATAONE_CN_SSLVERIFY_POLICY_RC_D``, for tests) and reads its exit
+    status the way invoke-rc.d(8) does: no executable helper, 0, 104, and
+    1/105 ("behaviour undefined") allow; 101 forbids; 106 (do a fallback
+    action instead) is treated as forbidden, because we never substitute a
+    restart or a start for a reload; anything else is an error and forbids.
+    """
+    helper = os.environ.get("DATAONE_CN_SSLVERIFY_POLICY_RC_D") or os.environ.get("DPKG_ROOT", "") + POLICY_RC_D
+    if not os.access(helper, os.X_OK):
+        return True, f"no {helper}"
+    try:
+        p = subprocess.run([helper, service, action], env=environment(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"{helper} {service} {action} failed to run ({exc})"
+    said = p.stdout.decode("utf-8", "replace").strip()
+    rc = p.returncode
+    if rc in (0, 1, 104, 105):
+        return True, f"{helper} allows {action} of {service} (exit {rc})"
+    if rc == 101:
+        return False, f"{helper} forbids {action} of {service} (exit 101)"
+    if rc == 106:
+        return False, f"{helper} asks for {said or 'another action'} instead of {action} of {service} (exit 106)"
+    return False, f"{helper} {service} {action}: unexpected exit status {rc}" + (f" ({said})" if said else "")

@@ -2,7 +2,8 @@
 
 Exit codes (design.md): 0 done or nothing to do; 1 failed, previous config
 restored and active; 2 refused, nothing changed; 3 failed and could not
-fully restore; 4 no CN SSL vhost found, nothing changed.
+fully restore; 4 no CN SSL vhost found, nothing changed; 5 (``check``, and
+``probe --compare``) a hazard was found -- nothing was changed.
 
 Human output goes to stderr one line per step; ``--json`` prints exactly
 one JSON document on stdout. ``diff`` prints the diff itself on stdout.
@@ -14,11 +15,11 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import __version__
 from . import apacheconf as ac
-from . import apachectl, locate, paths, policy, probe, transaction
+from . import apachectl, hazards, locate, paths, policy, probe, transaction
 from .store import LockTimeout, Store
 from .transaction import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, EXIT_UNRESTORED
 
@@ -171,28 +172,89 @@ def cmd_backups(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def cmd_probe(args: argparse.Namespace, out: Output) -> int:
+def _probe_target(args: argparse.Namespace) -> Tuple[str, int, str]:
     if args.connect:
         host, _, port_s = args.connect.rpartition(":")
         if not host or not port_s.isdigit():
             raise policy.PolicyError(f"--connect {args.connect}: expected HOST:PORT")
-        host, port, sni = host.strip("[]"), int(port_s), args.servername or host.strip("[]")
-    else:
-        a = locate.choose(locate.locate(args.vhost, paths.policy_path()))
-        host, port, sni = transaction.probe_target(a)
-        sni = args.servername or sni
-    profiles = list(probe.DEFAULT_PROFILES)
+        return host.strip("[]"), int(port_s), args.servername or host.strip("[]")
+    a = locate.choose(locate.locate(args.vhost, paths.policy_path()))
+    host, port, sni = transaction.probe_target(a)
+    return host, port, args.servername or sni
+
+
+def _probe_profiles(args: argparse.Namespace) -> List[probe.Profile]:
+    """The rows to probe: --profile names, else the matrix filtered by --client/--kind/--tls."""
     if args.profile:
-        profiles = [probe.get_profile(n) for n in args.profile]
-    results = probe.probe_all(host, port, sni, args.path, profiles, ca_file=args.cacert,
-                              client_cert=args.cert, client_key=args.key, timeout=args.timeout)
-    v = probe.verdict(results)
+        return [probe.get_profile(n) for n in args.profile]
+    clients = list(probe.CLIENTS)
+    if args.client:
+        clients = [probe.get_client(c) for c in args.client]
+    if args.kind:
+        clients = [c for c in clients if c.kind == args.kind]
+    certs = (False, True) if args.cert else (False,)
+    return probe.matrix_profiles(clients, tuple(args.tls or probe.TLS_VERSIONS), certs,
+                                 instruments=not args.no_instruments)
+
+
+def cmd_probe(args: argparse.Namespace, out: Output) -> int:
+    """The client matrix against the live vhost (table on stdout, or --json).
+
+    Exit: 0 probed; 1 the server could not be reached by some row;
+    5 (``--compare``) an API client that worked in the saved run fails now,
+    or a browser is asked.
+    """
+    host, port, sni = _probe_target(args)
+    profiles = _probe_profiles(args)
+    before = None
+    if args.compare:
+        try:
+            with open(args.compare, encoding="utf-8") as f:
+                before = probe.results_from_json(json.load(f))
+        except (OSError, ValueError) as exc:
+            raise policy.PolicyError(f"--compare {args.compare}: {exc}") from None
+    results = probe.probe_matrix(host, port, sni, args.path, profiles, ca_file=args.cacert,
+                                 client_cert=args.cert, client_key=args.key, timeout=args.timeout,
+                                 backend=args.backend)
+    v = probe.gate_apply(before, results) if before is not None else probe.verdict(results)
     if out.as_json:
-        out.document(probe.results_to_json(results, v))
+        out.document(probe.results_to_json(results, v, target={"host": host, "port": port, "servername": sni,
+                                                                "path": args.path}))
     else:
         sys.stdout.write(probe.format_table(results))
+        if args.verbose or not args.profile:
+            sys.stdout.write(probe.format_legend(results))
+    if not args.cert and not args.profile:
+        out.line("probe: no --cert given: rows with a client certificate were not probed")
+    skipped = sorted({r.profile.tls for r in results if r.skipped and r.profile.tls})
+    if skipped:
+        out.line(f"probe: the server does not offer TLS {', '.join(skipped)} for {sni}: those rows were skipped")
     out.line(f"probe: https://{sni}:{port}{args.path} via {host}: {v.summary}")
-    return EXIT_OK if all(r.tls is not None or r.status is not None for r in results) else EXIT_FAILED
+    for w in v.warnings if args.verbose else ():
+        out.line(f"  warning: {w}")
+    if before is not None and not v.ok:
+        for p in v.problems:
+            out.line(f"  problem: {p}")
+        return hazards.EXIT_HAZARD
+    probed = [r for r in results if r.skipped is None]
+    return EXIT_OK if all(r.tls is not None or r.status is not None for r in probed) else EXIT_FAILED
+
+
+def cmd_check(args: argparse.Namespace, out: Output) -> int:
+    """Configuration hazards for the CN vhost. Exit 0 clean, 5 (hazards.EXIT_HAZARD) when a hazard is found."""
+    connect = None
+    if args.connect:
+        host, _, port_s = args.connect.rpartition(":")
+        if not host or not port_s.isdigit():
+            raise policy.PolicyError(f"--connect {args.connect}: expected HOST:PORT")
+        connect = (host.strip("[]"), int(port_s))
+    report = hazards.run_check(args.vhost, paths.policy_path(), connect=connect, servername=args.servername,
+                               live=not args.no_live, timeout=args.timeout)
+    if out.as_json:
+        out.document(report.to_json())
+    else:
+        sys.stdout.write(hazards.format_report(report))
+    return report.exit_code
 
 
 COMMANDS: Dict[str, Callable[[argparse.Namespace, Output], int]] = {
@@ -203,6 +265,7 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "backups": cmd_backups,
     "restore": cmd_restore,
     "probe": cmd_probe,
+    "check": cmd_check,
 }
 TRANSACTIONS = ("apply", "revert", "restore")
 
@@ -238,6 +301,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--key", metavar="PEM", help="its private key (default: in --cert)")
     sp.add_argument("--cacert", metavar="PEM", help="verify the server against this CA (default: no verification)")
     sp.add_argument("--timeout", type=float, default=10.0)
+    sp.add_argument("--client", action="append", metavar="ID", choices=[c.id for c in probe.CLIENTS],
+                    help="only this client family of the matrix (repeatable): " + ", ".join(c.id for c in probe.CLIENTS))
+    sp.add_argument("--kind", choices=probe.KINDS, help="only browser or only API client families")
+    sp.add_argument("--tls", action="append", choices=probe.TLS_VERSIONS, help="only this TLS version (repeatable)")
+    sp.add_argument("--no-instruments", action="store_true",
+                    help="no extra TLS 1.3 browser rows that offer post-handshake auth to make a request visible")
+    sp.add_argument("--backend", choices=probe.BACKENDS, help="python (default) or openssl s_client")
+    sp.add_argument("--compare", metavar="JSON",
+                    help="a saved `probe --json`: exit 5 if an API client that worked then fails now, or a browser is asked")
+    sp = sub.add_parser("check", help="hazards that break clients of the CN vhost (exit 5 when one is found)")
+    sp.add_argument("--connect", metavar="HOST:PORT", help="address for the live checks (default: the vhost's own)")
+    sp.add_argument("--servername", metavar="NAME", help="SNI for the live checks (default: the vhost's ServerName)")
+    sp.add_argument("--no-live", action="store_true", help="judge from the configuration only (no TLS handshakes)")
+    sp.add_argument("--timeout", type=float, default=5.0)
     return p
 
 

@@ -34,6 +34,21 @@ the same list of `Event` values for the same classifier:
 What the probe cannot see: whether the server *verified* a certificate is
 only inferred (see `ProbeResult.verified`) unless the server echoes
 ``SSL_CLIENT_VERIFY`` in a response header.
+
+The client matrix (`CLIENTS`, `matrix_profiles`, `probe_matrix`): each real
+client family (browsers, curl, python-requests, R httr, Java HttpClient, Go,
+the DataONE Java and Python clients) is described by what its TLS stack does
+-- the User-Agent it sends, whether it offers TLS 1.3 post-handshake auth,
+whether it accepts a server-initiated TLS 1.2 renegotiation, the highest TLS
+version it speaks -- and the probe plays that behaviour with Python's
+``ssl`` (or ``openssl s_client``), with and without a client certificate,
+over each TLS version the server offers. Every row is therefore a
+*behavioural* profile; `Client.behaviour` says whether the behaviour was
+checked against the real binary (tests/integration/test_matrix.py runs real
+curl, requests, Java 17 HttpClient and Go 1.19 clients against the harness)
+or taken from documentation. `gate_apply` turns a before/after pair of
+matrices into the apply gate: no browser asked, and no API client that
+worked before fails after.
 """
 
 from __future__ import annotations
@@ -76,6 +91,22 @@ __all__ = [
     "verdict",
     "results_to_json",
     "format_table",
+    # the client matrix (issue 5)
+    "HOW_RENEGOTIATION_REFUSED",
+    "Client",
+    "CLIENTS",
+    "get_client",
+    "row_name",
+    "matrix_profiles",
+    "Handshake",
+    "handshake",
+    "server_tls_versions",
+    "skipped_result",
+    "probe_matrix",
+    "diagnose",
+    "results_from_json",
+    "gate_apply",
+    "format_legend",
 ]
 
 BROWSER = "browser"
@@ -86,6 +117,10 @@ TLS_VERSIONS = ("1.2", "1.3")
 HOW_HANDSHAKE = "handshake"
 HOW_RENEGOTIATION = "renegotiation"
 HOW_POST_HANDSHAKE = "post-handshake"
+# The server started a TLS 1.2 renegotiation (HelloRequest) to ask for a
+# certificate and the client refused it (Apache: AH02261). The request never
+# got an answer: this is IE11's "XMLHttpRequest: Network Error 0x4c7".
+HOW_RENEGOTIATION_REFUSED = "renegotiation-refused"
 
 BACKENDS = ("python", "openssl")
 
@@ -121,6 +156,16 @@ class Profile:
     tls: Optional[str] = None
     pha: bool = False
     note: str = ""
+    #: Accept a server-initiated TLS 1.2 renegotiation (False: answer it with
+    #: a no_renegotiation alert, as IE11 on Windows 7 and Go's default do).
+    renegotiation: bool = True
+    #: The client family (`Client.id`) this row belongs to; "" for a lone profile.
+    client: str = ""
+    #: Extra request headers (name, value), e.g. a CORS Origin.
+    headers: Tuple[Tuple[str, str], ...] = ()
+    #: True when the row deviates from the real client on purpose to make a
+    #: server's certificate request visible (a browser offering PHA).
+    instrument: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -129,9 +174,19 @@ class Profile:
             raise ValueError(f"profile {self.name!r}: tls must be one of {TLS_VERSIONS} or None, not {self.tls!r}")
         if "\r" in self.user_agent or "\n" in self.user_agent:
             raise ValueError(f"profile {self.name!r}: user_agent must not contain CR or LF")
+        for k, v in self.headers:
+            if not re.fullmatch(r"[A-Za-z0-9-]+", k) or "\r" in v or "\n" in v:
+                raise ValueError(f"profile {self.name!r}: invalid header {k!r}: {v!r}")
+
+    @property
+    def family(self) -> str:
+        """The client family: `client`, or the profile name for a lone profile."""
+        return self.client or self.name
 
 
-# Browser profiles are instruments, not imitations of a TLS stack: they send
+# The legacy quick set (DEFAULT_PROFILES, unpinned TLS; the transaction's gate
+# used it before the matrix). Its browser profiles are instruments, not
+# imitations of a TLS stack: they send
 # the browser's User-Agent, accept a TLS 1.2 renegotiation and offer TLS 1.3
 # post-handshake auth, so that *any* certificate request the server makes is
 # visible. (A real browser refuses the renegotiation -- AH02261 -- or, without
@@ -213,9 +268,166 @@ DEFAULT_PROFILES: Tuple[Profile, ...] = (
 )
 
 
-def get_profile(name: str, profiles: Iterable[Profile] = DEFAULT_PROFILES) -> Profile:
-    """The profile called ``name`` (KeyError if none)."""
-    for p in profiles:
+# --------------------------------------------------------------------------
+# The client matrix
+
+
+@dataclass(frozen=True)
+class Client:
+    """A real client family, described by what its TLS stack does.
+
+    ``pha``: offers TLS 1.3 post-handshake auth. ``renegotiation``: accepts a
+    server-initiated TLS 1.2 renegotiation. ``max_tls``: the highest version
+    it speaks. ``validated``: the real binary the test suite runs against the
+    harness to check this behaviour ("" when the behaviour is taken from
+    documentation only). ``source``: where the behaviour is known from.
+    """
+
+    id: str
+    kind: str
+    label: str
+    user_agent: str
+    stack: str
+    pha: bool
+    renegotiation: bool
+    max_tls: str = "1.3"
+    headers: Tuple[Tuple[str, str], ...] = ()
+    validated: str = ""
+    source: str = ""
+
+    @property
+    def behaviour(self) -> str:
+        """One line: stack, PHA, renegotiation, and how this is known."""
+        how = f"checked against real {self.validated}" if self.validated else "behavioural profile, not a real binary"
+        return (
+            f"{self.stack}; {'offers' if self.pha else 'no'} post-handshake auth; "
+            f"{'accepts' if self.renegotiation else 'refuses'} renegotiation; TLS <= {self.max_tls}; {how}"
+            + (f" ({self.source})" if self.source else "")
+        )
+
+
+_UA_IE11_WIN7 = "Mozilla/5.0 (Windows NT 6.1; WOW64; Trident/7.0; rv:11.0) like Gecko"
+
+#: The client families of the matrix (issue 5). User-Agents are real ones.
+CLIENTS: Tuple[Client, ...] = (
+    Client("browser-ie11-win7", BROWSER, "Internet Explorer 11 on Windows 7", _UA_IE11_WIN7,
+           "SChannel (Windows 7)", pha=False, renegotiation=False, max_tls="1.2",
+           source="cn-facts.md: refuses the renegotiation, AH02261, XMLHttpRequest Network Error 0x4c7"),
+    Client("browser-edge", BROWSER, "Microsoft Edge (Chromium) on Windows 10",
+           "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+           "Chrome/120.0.0.0 Safari/537.36 Edg/120.0.2210.91",
+           "BoringSSL", pha=False, renegotiation=True,
+           source="BoringSSL implements no post-handshake auth; renegotiates for HTTP/1.1 client certificates"),
+    Client("browser-chrome", BROWSER, "Google Chrome on Windows 10",
+           "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+           "Chrome/120.0.0.0 Safari/537.36",
+           "BoringSSL", pha=False, renegotiation=True,
+           source="BoringSSL implements no post-handshake auth; renegotiates for HTTP/1.1 client certificates"),
+    Client("browser-firefox", BROWSER, "Mozilla Firefox on Linux",
+           "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
+           "NSS", pha=False, renegotiation=True,
+           source="NSS offers post-handshake auth only with security.tls.enable_post_handshake_auth=true"),
+    Client("browser-safari-macos", BROWSER, "Safari on macOS",
+           "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+           "Version/17.1 Safari/605.1.15",
+           "Apple Network.framework", pha=False, renegotiation=True),
+    Client("browser-safari-ios", BROWSER, "Safari on iOS",
+           "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+           "Version/17.1 Mobile/15E148 Safari/604.1",
+           "Apple Network.framework", pha=False, renegotiation=True),
+    Client("browser-metacatui-xhr", BROWSER, "MetacatUI CORS XMLHttpRequest from IE11 (the incident)", _UA_IE11_WIN7,
+           "SChannel (Windows 7)", pha=False, renegotiation=False, max_tls="1.2",
+           headers=(("Origin", "https://search.dataone.org"), ("Referer", "https://search.dataone.org/data")),
+           source="cn-facts.md: the CORS call fails with XMLHttpRequest: Network Error 0x4c7"),
+    Client("api-curl", API, "curl / libcurl", "curl/7.88.1",
+           "OpenSSL (libcurl)", pha=True, renegotiation=True, validated="curl 7.88 (Debian 12)"),
+    Client("api-python-requests", API, "python-requests", "python-requests/2.28.1",
+           "OpenSSL (urllib3 turns post-handshake auth on)", pha=True, renegotiation=True,
+           validated="python3-requests 2.28 (Debian 12)"),
+    Client("api-r-httr", API, "R httr / curl package", "libcurl/7.88.1 r-curl/5.0.0 httr/1.4.7",
+           "OpenSSL (libcurl, the same library as curl)", pha=True, renegotiation=True,
+           source="r-cran-curl links Debian's libcurl4 (OpenSSL), the TLS stack of the curl row; "
+                  "R itself is not installed by the tests (r-base-core is ~100 MB for no new TLS behaviour)"),
+    Client("api-java-httpclient", API, "Java 11+ java.net.http.HttpClient", "Java-http-client/17.0.15",
+           "JSSE", pha=False, renegotiation=True, validated="OpenJDK 17 HttpClient",
+           source="JSSE implements no TLS 1.3 post-handshake auth"),
+    Client("api-go", API, "Go net/http (default tls.Config)", "Go-http-client/1.1",
+           "Go crypto/tls", pha=False, renegotiation=False, validated="Go 1.19 net/http",
+           source="crypto/tls: no post-handshake auth; Renegotiation defaults to RenegotiateNever"),
+    Client("api-d1-java", API, "DataONE Java client (d1_libclient_java, Apache HttpClient 4)",
+           "Apache-HttpClient/4.5.13 (Java/1.8.0_392)",
+           "JSSE", pha=False, renegotiation=True, validated="OpenJDK 17 (JSSE) with this User-Agent",
+           source="d1_libclient_java builds HttpClients.custom(), which sends HttpClient's default User-Agent"),
+    Client("api-d1-python", API, "DataONE Python client (d1_client / d1_libclient_python)",
+           "DataONE-Python/3.2.0 +http://dataone.org/",
+           "OpenSSL (requests/urllib3)", pha=True, renegotiation=True,
+           validated="python3-requests 2.28 with this User-Agent",
+           source="d1_common.const.USER_AGENT; d1_client sends requests through a requests.Session"),
+    Client("api-python-ssl", API, "Python with its own ssl.SSLContext() (post-handshake auth off)",
+           "Python-urllib/3.11",
+           "OpenSSL (a bare SSLContext leaves post_handshake_auth False)", pha=False, renegotiation=True,
+           validated="Python 3.11 ssl", source="cn-facts.md"),
+)
+
+
+def get_client(client_id: str, clients: Iterable[Client] = CLIENTS) -> Client:
+    """The client family called ``client_id`` (KeyError if none)."""
+    for c in clients:
+        if c.id == client_id:
+            return c
+    raise KeyError(client_id)
+
+
+def row_name(client: Client, tls: str, cert: bool, instrument: bool = False) -> str:
+    """``<client>/<tls>/<cert|nocert>[/pha]``: the unique name of one matrix row."""
+    return f"{client.id}/{tls}/{'cert' if cert else 'nocert'}" + ("/pha" if instrument else "")
+
+
+def matrix_profiles(
+    clients: Iterable[Client] = CLIENTS,
+    tls_versions: Iterable[str] = TLS_VERSIONS,
+    certs: Iterable[bool] = (False, True),
+    instruments: bool = True,
+) -> List[Profile]:
+    """The rows of the matrix: each client x TLS version it speaks x with/without a certificate.
+
+    Under TLS 1.3 a browser (no post-handshake auth) gets one more row that
+    offers PHA (``instrument=True``): a real browser cannot show the
+    server's certificate request under TLS 1.3 -- it gets a 403 instead --
+    and the instrument row makes that request visible. (For Firefox the
+    instrument is also the real client with its PHA preference turned on.)
+    """
+    order = {"1.2": 0, "1.3": 1}
+    versions = sorted(set(tls_versions), key=lambda v: order[v])
+    rows: List[Profile] = []
+    for c in clients:
+        for tls in versions:
+            if order[tls] > order[c.max_tls]:
+                continue
+            for cert in certs:
+                variants = [False]
+                if instruments and tls == "1.3" and c.kind == BROWSER and not c.pha:
+                    variants.append(True)
+                for inst in variants:
+                    rows.append(Profile(
+                        name=row_name(c, tls, cert, inst), kind=c.kind, user_agent=c.user_agent, cert=cert,
+                        tls=tls, pha=c.pha or inst, renegotiation=c.renegotiation, client=c.id,
+                        headers=c.headers, instrument=inst,
+                        note=(f"{c.label}: " + ("probe instrument: offers post-handshake auth so that a request "
+                                                "is visible; " if inst else "") + c.behaviour),
+                    ))
+    return rows
+
+
+def get_profile(name: str, profiles: Optional[Iterable[Profile]] = None) -> Profile:
+    """The profile called ``name`` (KeyError if none).
+
+    Without ``profiles``: the legacy `DEFAULT_PROFILES` first, then every
+    row of the full matrix (`matrix_profiles`).
+    """
+    pool: Iterable[Profile] = profiles if profiles is not None else (
+        list(DEFAULT_PROFILES) + matrix_profiles())
+    for p in pool:
         if p.name == name:
             return p
     raise KeyError(name)
@@ -260,7 +472,11 @@ def classify(events: Sequence[Event], tls: Optional[str] = None) -> Observation:
     before that is part of the initial handshake; after it, one that follows
     a HelloRequest is a server-initiated renegotiation (TLS 1.2), otherwise
     under TLS 1.3 it is post-handshake authentication. The first request
-    decides ``how``.
+    decides ``how``. A HelloRequest the client answered with a
+    ``no_renegotiation`` alert (or that no CertificateRequest followed, the
+    connection ending first) is a request the client refused:
+    ``how = "renegotiation-refused"`` -- after the request headers, Apache
+    renegotiates only to ask for a certificate.
     """
     client_finished = server_finished = False
     established = False
@@ -290,6 +506,8 @@ def classify(events: Sequence[Event], tls: Optional[str] = None) -> Observation:
                 cert_sent = True
         elif ev.direction == "read" and ev.kind == "Alert" and ev.detail and "close_notify" not in ev.detail:
             alerts.append(ev.detail)
+    if how is None and hello_request:
+        how = HOW_RENEGOTIATION_REFUSED
     return Observation(how is not None, how, cert_sent, tuple(alerts))
 
 
@@ -442,18 +660,24 @@ def _host_port(host: str, port: int) -> str:
     return f"{host}:{port}" if port != 443 else host
 
 
-def build_request(path: str, server_name: str, port: int, user_agent: str) -> bytes:
-    """The HTTP/1.1 GET the probe sends: Host = server_name, ``Connection: close``."""
+def build_request(
+    path: str, server_name: str, port: int, user_agent: str, headers: Sequence[Tuple[str, str]] = ()
+) -> bytes:
+    """The HTTP/1.1 GET the probe sends: Host = server_name, ``Connection: close``, extra ``headers``."""
     if not path.startswith("/"):
         raise ValueError(f"path must start with '/': {path!r}")
     for what, value in (("path", path), ("server_name", server_name), ("user_agent", user_agent)):
         if any(c in value for c in "\r\n") or (what != "user_agent" and " " in value):
             raise ValueError(f"invalid characters in {what}: {value!r}")
+    for k, v in headers:
+        if not re.fullmatch(r"[A-Za-z0-9-]+", k) or any(c in v for c in "\r\n"):
+            raise ValueError(f"invalid header {k!r}: {v!r}")
     lines = [
         f"GET {path} HTTP/1.1",
         f"Host: {_host_port(server_name, port)}",
         f"User-Agent: {user_agent}",
         "Accept: */*",
+    ] + [f"{k}: {v}" for k, v in headers] + [
         "Connection: close",
         "",
         "",
@@ -470,7 +694,8 @@ class ProbeResult:
     """What one probe saw.
 
     ``tls``: negotiated version ("1.2", "1.3"), None if no handshake.
-    ``how``: "handshake", "renegotiation", "post-handshake" or None.
+    ``how``: "handshake", "renegotiation", "post-handshake",
+    "renegotiation-refused" or None.
     ``status``: HTTP status, None if no response. ``verified``: mod_ssl's
     SSL_CLIENT_VERIFY when the server echoes it in a response header;
     otherwise inferred when a certificate was requested: "NONE" (none sent),
@@ -478,6 +703,9 @@ class ProbeResult:
     (sent, and the exchange completed with an HTTP response -- mod_ssl aborts
     the handshake when verification fails, short of ``optional_no_ca``);
     None when not requested or not observable.
+    ``skipped``: why the row was not probed (the server does not offer its
+    TLS version), else None. ``diagnosis``: what a failure most likely
+    means (Apache's AH10158 / AH02261 / a 421), else None.
     """
 
     profile: Profile
@@ -490,6 +718,8 @@ class ProbeResult:
     cert_sent: bool = False
     alerts: Tuple[str, ...] = ()
     backend: Optional[str] = None
+    skipped: Optional[str] = None
+    diagnosis: Optional[str] = None
 
     @property
     def name(self) -> str:
@@ -499,22 +729,84 @@ class ProbeResult:
     def kind(self) -> str:
         return self.profile.kind
 
+    @property
+    def works(self) -> bool:
+        """The client got a usable HTTP answer: a response that is not 403/421 nor a 5xx."""
+        return (
+            self.skipped is None
+            and self.status is not None
+            and self.status not in (403, 421)
+            and self.status < 500
+        )
+
+    @property
+    def authenticated(self) -> bool:
+        """It works, and the server verified the certificate it presented."""
+        return self.works and (self.verified or "").upper() == "SUCCESS"
+
+    @property
+    def outcome(self) -> str:
+        """One word for tables and gates: skipped, authenticated, ok, refused (an HTTP error) or failed."""
+        if self.skipped is not None:
+            return "skipped"
+        if self.authenticated:
+            return "authenticated"
+        if self.works:
+            return "ok"
+        if self.status is not None:
+            return "refused"
+        return "failed"
+
     def to_json(self) -> Dict[str, Any]:
         return {
             "name": self.profile.name,
+            "client": self.profile.family,
             "kind": self.profile.kind,
             "user_agent": self.profile.user_agent,
+            "cert": self.profile.cert,
             "pha": self.profile.pha,
+            "renegotiation": self.profile.renegotiation,
+            "instrument": self.profile.instrument,
+            "tls_pinned": self.profile.tls,
             "tls": self.tls,
             "cert_requested": self.cert_requested,
             "how": self.how,
             "status": self.status,
             "cert_sent": self.cert_sent,
             "verified": self.verified,
+            "outcome": self.outcome,
             "alerts": list(self.alerts),
             "error": self.error,
+            "diagnosis": self.diagnosis,
+            "skipped": self.skipped,
             "backend": self.backend,
+            "note": self.profile.note,
         }
+
+    @classmethod
+    def from_json(cls, doc: Dict[str, Any]) -> "ProbeResult":
+        """Inverse of `to_json` (for ``probe --compare`` and a saved before-matrix)."""
+        profile = Profile(
+            name=str(doc["name"]), kind=str(doc.get("kind") or API), user_agent=str(doc.get("user_agent") or ""),
+            cert=bool(doc.get("cert", False)), tls=doc.get("tls_pinned"), pha=bool(doc.get("pha", False)),
+            note=str(doc.get("note") or ""), renegotiation=bool(doc.get("renegotiation", True)),
+            client=str(doc.get("client") or "") if doc.get("client") != doc.get("name") else "",
+            instrument=bool(doc.get("instrument", False)),
+        )
+        return cls(
+            profile=profile, tls=doc.get("tls"), cert_requested=bool(doc.get("cert_requested", False)),
+            how=doc.get("how"), status=doc.get("status"), verified=doc.get("verified"), error=doc.get("error"),
+            cert_sent=bool(doc.get("cert_sent", False)), alerts=tuple(doc.get("alerts") or ()),
+            backend=doc.get("backend"), skipped=doc.get("skipped"), diagnosis=doc.get("diagnosis"),
+        )
+
+
+def results_from_json(doc: Dict[str, Any]) -> List[ProbeResult]:
+    """The results of a ``probe --json`` document (``{"profiles": [...]}``)."""
+    rows = doc.get("profiles")
+    if not isinstance(rows, list):
+        raise ValueError("not a probe document: no \"profiles\" list")
+    return [ProbeResult.from_json(r) for r in rows]
 
 
 def _same_words(alert: str, error: str) -> bool:
@@ -552,6 +844,7 @@ def _finish(
         error = "no HTTP response"
     if error is not None and fatal and not any(_same_words(a.split(" ", 1)[-1], error) for a in fatal):
         error = f"{error} (server alert: {', '.join(fatal)})"
+    diagnosis = diagnose(profile, tls, obs.how, status)
     return ProbeResult(
         profile=profile,
         tls=tls,
@@ -563,7 +856,21 @@ def _finish(
         cert_sent=obs.cert_sent,
         alerts=obs.alerts_received,
         backend=backend,
+        diagnosis=diagnosis,
     )
+
+
+def diagnose(profile: Profile, tls: Optional[str], how: Optional[str], status: Optional[int]) -> Optional[str]:
+    """What a failed row most likely means (pure; the error log says for sure)."""
+    if how == HOW_RENEGOTIATION_REFUSED:
+        return ("the server renegotiated to ask for a certificate and the client refused: "
+                "no answer (Apache AH02261)")
+    if tls == "1.3" and status == 403 and not profile.pha and how is None:
+        return ("403 under TLS 1.3 without post-handshake auth: the server wanted to ask for a certificate "
+                "and could not (Apache AH10158)")
+    if status == 421:
+        return "421 Misdirected Request: the TLS connection (SNI) belongs to another vhost than the Host header"
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -599,6 +906,8 @@ def s_client_argv(
         argv.append("-tls1_3")
     if profile.pha:
         argv.append("-enable_pha")
+    if not profile.renegotiation:
+        argv.append("-no_renegotiation")
     if profile.cert and client_cert:
         argv += ["-cert", client_cert]
         if client_key:
@@ -682,7 +991,7 @@ def probe(
     backend = backend or default_backend()
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-    request = build_request(path, server_name, port, profile.user_agent)
+    request = build_request(path, server_name, port, profile.user_agent, profile.headers)
     if backend == "python":
         result = _probe_python(host, port, server_name, request, profile, ca_file, client_cert, client_key, timeout)
     else:
@@ -705,10 +1014,100 @@ def probe_all(
     return [probe(host, port, server_name, path, p, **kwargs) for p in profiles]
 
 
+@dataclass(frozen=True)
+class Handshake:
+    """A bare TLS handshake (no request): did it complete, which version and ALPN protocol."""
+
+    ok: bool
+    tls: Optional[str] = None
+    alpn: Optional[str] = None
+    error: Optional[str] = None
+
+
+def handshake(
+    host: str,
+    port: int,
+    server_name: Optional[str],
+    *,
+    tls: Optional[str] = None,
+    alpn: Sequence[str] = (),
+    timeout: float = 5.0,
+) -> Handshake:
+    """One TLS handshake with Python's ``ssl``, nothing sent after it.
+
+    ``server_name``: SNI (None or an IP address: no SNI). ``tls`` pins the
+    version; ``alpn`` offers these protocols (e.g. ``("h2", "http/1.1")``).
+    The server certificate is not verified (our own local server).
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if tls is not None:
+        ctx.minimum_version = ctx.maximum_version = _TLS_PINS[tls]
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    sni = server_name if server_name and not _is_ip(server_name) else None
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            with ctx.wrap_socket(sock, server_hostname=sni) as t:
+                return Handshake(True, _norm_tls(t.version()), t.selected_alpn_protocol())
+    except (ssl.SSLError, OSError) as exc:
+        return Handshake(False, error=_describe(exc))
+
+
+def server_tls_versions(host: str, port: int, server_name: Optional[str], timeout: float = 5.0) -> Dict[str, Handshake]:
+    """For each TLS version the probe knows, a pinned handshake with SNI ``server_name``."""
+    return {v: handshake(host, port, server_name, tls=v, timeout=timeout) for v in TLS_VERSIONS}
+
+
+def skipped_result(profile: Profile, reason: str) -> ProbeResult:
+    """A row that was not probed, and why."""
+    return ProbeResult(profile=profile, skipped=reason)
+
+
+def probe_matrix(
+    host: str,
+    port: int,
+    server_name: str,
+    path: str,
+    profiles: Optional[Iterable[Profile]] = None,
+    *,
+    client_cert: Optional[str] = None,
+    client_key: Optional[str] = None,
+    timeout: float = 10.0,
+    **kwargs: Any,
+) -> List[ProbeResult]:
+    """Probe the client matrix against a live vhost.
+
+    ``profiles`` default to `matrix_profiles`, with the certificate rows
+    only when ``client_cert`` is given. The TLS versions the server offers
+    (for SNI ``server_name``) are found first; rows pinned to a version it
+    refuses are returned as skipped, saying so, instead of as failures. If
+    the server offers no version at all (unreachable), every row is probed
+    anyway so that each carries the error.
+    """
+    if profiles is None:
+        profiles = matrix_profiles(certs=(False, True) if client_cert else (False,))
+    rows = list(profiles)
+    offered = server_tls_versions(host, port, server_name, timeout=min(timeout, 5.0))
+    reachable = any(h.ok for h in offered.values())
+    out: List[ProbeResult] = []
+    for p in rows:
+        h = offered.get(p.tls) if p.tls else None
+        if reachable and h is not None and not h.ok:
+            out.append(skipped_result(p, f"the server does not offer TLS {p.tls} for {server_name} ({h.error})"))
+            continue
+        out.append(probe(host, port, server_name, path, p, client_cert=client_cert, client_key=client_key,
+                         timeout=timeout, **kwargs))
+    return out
+
+
 # What a backend observed: events, negotiated TLS version, response bytes, error.
 _Raw = Tuple[List[Event], Optional[str], bytes, Optional[str]]
 
 _TLS_PINS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+# ssl.OP_NO_RENEGOTIATION exists since Python 3.7 with OpenSSL >= 1.1.0h; the value is OpenSSL's.
+_OP_NO_RENEGOTIATION = getattr(ssl, "OP_NO_RENEGOTIATION", 0x40000000)
 
 
 def _python_context(
@@ -729,6 +1128,9 @@ def _python_context(
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     # Explicit both ways: http.client turns PHA on when a certificate is loaded.
     ctx.post_handshake_auth = bool(profile.pha)
+    if not profile.renegotiation:
+        # Answer a HelloRequest with a no_renegotiation alert (IE11 on Windows 7, Go's default).
+        ctx.options |= _OP_NO_RENEGOTIATION
     if profile.cert and client_cert:
         ctx.load_cert_chain(client_cert, client_key)
     # Only HTTP/1.1: HTTP/2 forbids renegotiation and would hide the answer.
@@ -879,9 +1281,15 @@ class Verdict:
 
 
 def verdict(results: Sequence[ProbeResult]) -> Verdict:
-    """The apply gate: browsers not asked, API clients (with PHA) asked."""
+    """The apply gate of a single probe run: browsers not asked, API clients (with PHA) asked.
+
+    Skipped rows (a TLS version the server does not offer) are ignored.
+    `gate_apply` is the matrix-driven gate that also compares with the
+    state before the change.
+    """
     problems: List[str] = []
     warnings: List[str] = []
+    results = [r for r in results if r.skipped is None]
     browsers = [r for r in results if r.kind == BROWSER]
     apis = [r for r in results if r.kind == API and r.profile.pha]
 
@@ -941,30 +1349,212 @@ def verdict(results: Sequence[ProbeResult]) -> Verdict:
     return Verdict(not problems, f"{browser_part}, {api_part}", tuple(problems), tuple(warnings))
 
 
-def results_to_json(results: Sequence[ProbeResult], verdict_: Optional[Verdict] = None) -> Dict[str, Any]:
-    """``{"profiles": [...]}`` (plus ``"verdict"`` when given), as ``probe --json`` prints."""
+_TLS_ORDER = {"1.2": 0, "1.3": 1}
+
+
+def _effective(results: Iterable[ProbeResult]) -> Dict[Tuple[str, bool, bool], ProbeResult]:
+    """Per (client, cert, instrument): the row a real client would get by negotiating.
+
+    That is the probed (not skipped) row at the highest TLS version; a row
+    whose version was not pinned negotiated by itself and wins.
+    """
+    best: Dict[Tuple[str, bool, bool], ProbeResult] = {}
+    for r in results:
+        if r.skipped is not None:
+            continue
+        key = (r.profile.family, r.profile.cert, r.profile.instrument)
+        rank = _TLS_ORDER.get(r.profile.tls, 2) if r.profile.tls else 2
+        cur = best.get(key)
+        if cur is None or rank > (_TLS_ORDER.get(cur.profile.tls, 2) if cur.profile.tls else 2):
+            best[key] = r
+    return best
+
+
+def _detail(r: ProbeResult) -> str:
+    bits = []
+    if r.status is not None:
+        bits.append(str(r.status))
+    if r.diagnosis:
+        bits.append(r.diagnosis)
+    elif r.error:
+        bits.append(r.error)
+    return "; ".join(bits) or "no answer"
+
+
+def _regression(before: ProbeResult, after: ProbeResult) -> Optional[str]:
+    """Why ``after`` is worse than ``before`` for an API client, or None."""
+    if before.authenticated and not after.authenticated:
+        return (f"{after.name}: authenticated with its certificate before (TLS {before.tls}), "
+                f"{after.outcome} now (TLS {after.tls}: {_detail(after)})")
+    if before.works and not after.works:
+        return (f"{after.name}: worked before (TLS {before.tls}, {before.status}), "
+                f"{after.outcome} now (TLS {after.tls}: {_detail(after)})")
+    return None
+
+
+def _can_be_asked(r: ProbeResult) -> bool:
+    """Could this client be asked for a certificate after the request, given its TLS stack?"""
+    if r.tls == "1.2":
+        return r.profile.renegotiation
+    if r.tls == "1.3":
+        return r.profile.pha
+    return False
+
+
+def gate_apply(
+    before: Optional[Sequence[ProbeResult]], after: Sequence[ProbeResult], *, browsers_unasked: bool = True
+) -> Verdict:
+    """The apply gate driven by the client matrix (issue 5, item 4).
+
+    ``after``: the matrix probed once the change is live. ``before``: the
+    same matrix probed before the change (None when there was no live
+    server to probe then). Problems, each of which fails the gate:
+
+    * a browser row was asked for a certificate (in the handshake, by a
+      renegotiation -- accepted or refused -- or post-handshake), or got the
+      403 that shows an unseen request under TLS 1.3 without PHA, or could
+      not even complete a handshake (inconclusive);
+    * with ``before``: an API row that worked before (a usable HTTP answer;
+      with a certificate: verified SUCCESS) does not any more -- compared
+      row by row, and per client as it would negotiate (highest TLS version
+      offered), so that a change of the offered TLS versions is judged by
+      what real clients get;
+    * without ``before``: an API row whose stack can be asked (TLS 1.2 and
+      accepts renegotiation, or TLS 1.3 and offers PHA) was not asked;
+    * no browser row or no API row was probed at all.
+
+    API rows that fail after *and* failed before (Java or Go under TLS 1.3,
+    Go under TLS 1.2) are warnings: the change did not break them.
+    Skipped rows (a TLS version the server does not offer) are ignored.
+    ``browsers_unasked=False`` (for ``revert``, which puts back a block that
+    asks browsers on purpose) reports asked browsers as warnings only and
+    keeps the API rule.
+    """
+    problems: List[str] = []
+    warnings: List[str] = []
+    rows = [r for r in after if r.skipped is None]
+    browsers = [r for r in rows if r.kind == BROWSER]
+    apis = [r for r in rows if r.kind == API]
+
+    asked: List[str] = []
+    for r in browsers:
+        if r.cert_requested:
+            asked.append(r.name)
+            problems.append(f"{r.name} was asked for a client certificate ({r.how}, TLS {r.tls})")
+        elif r.tls == "1.3" and not r.profile.pha and r.status == 403:
+            asked.append(r.name)
+            problems.append(f"{r.name}: 403 under TLS 1.3 without post-handshake auth: the server wanted "
+                            "a client certificate (Apache AH10158)")
+        elif r.tls is None:
+            asked.append(r.name)
+            problems.append(f"{r.name}: inconclusive, no TLS handshake: {r.error}")
+        elif not r.works:
+            warnings.append(f"{r.name}: {r.outcome} ({_detail(r)})")
+    if not browsers_unasked:
+        warnings[:0] = [p for p in problems]
+        problems = []
+    if not browsers:
+        problems.append("no browser profile was probed")
+        browser_part = "no browser probed"
+    elif asked:
+        browser_part = f"browser asked ({', '.join(asked)})"
+    else:
+        browser_part = f"no browser asked ({len(browsers)} rows)"
+
+    flagged: List[str] = []
+    if not apis:
+        problems.append("no API profile was probed")
+        api_part = "no API client probed"
+    elif before is not None:
+        b_rows = [r for r in before if r.skipped is None and r.kind == API]
+        by_name = {r.name: r for r in apis}
+        for b in b_rows:
+            a = by_name.get(b.name)
+            msg = _regression(b, a) if a is not None else None
+            if msg:
+                flagged.append(b.name)
+                problems.append(msg)
+        eff_b, eff_a = _effective(b_rows), _effective(apis)
+        for key, b in eff_b.items():
+            a = eff_a.get(key)
+            if a is None:
+                if b.works:
+                    warnings.append(f"{b.name}: worked before, not probed after")
+                continue
+            if a.name == b.name or a.name in flagged:
+                continue
+            msg = _regression(b, a)
+            if msg:
+                flagged.append(a.name)
+                problems.append(msg + " [as negotiated]")
+        worked = sum(1 for b in b_rows if b.works)
+        api_part = (f"API regression ({', '.join(flagged)})" if flagged
+                    else f"no API regression ({worked} of {len(b_rows)} API rows worked before, all still do)")
+    else:
+        for r in apis:
+            if _can_be_asked(r) and not r.cert_requested:
+                flagged.append(r.name)
+                problems.append(f"{r.name} was not asked for a client certificate" + (f": {r.error}" if r.error else ""))
+        api_part = (f"API client not asked ({', '.join(flagged)})" if flagged else "API clients asked")
+    for r in apis:
+        if r.name in flagged or r.works:
+            continue
+        why = _detail(r)
+        if before is not None:
+            why += "; it failed before too"
+        warnings.append(f"{r.name}: {r.outcome} ({why})")
+    return Verdict(not problems, f"{browser_part}, {api_part}", tuple(problems), tuple(warnings))
+
+
+def results_to_json(
+    results: Sequence[ProbeResult], verdict_: Optional[Verdict] = None, **extra: Any
+) -> Dict[str, Any]:
+    """``{"profiles": [...]}`` (plus ``"verdict"`` and ``extra`` keys when given), as ``probe --json`` prints."""
     doc: Dict[str, Any] = {"profiles": [r.to_json() for r in results]}
     if verdict_ is not None:
         doc["verdict"] = verdict_.to_json()
+    doc.update(extra)
     return doc
 
 
-_TABLE_HEADER = ("PROFILE", "TLS", "ASKED", "HOW", "STATUS", "VERIFIED", "ERROR")
+_TABLE_HEADER = ("PROFILE", "TLS", "CERT", "PHA", "ASKED", "HOW", "STATUS", "VERIFIED", "OUTCOME", "NOTE")
+
+
+def _short_note(r: ProbeResult) -> str:
+    if r.skipped is not None:
+        return f"server does not offer TLS {r.profile.tls}" if r.profile.tls else r.skipped
+    if r.how == HOW_RENEGOTIATION_REFUSED:
+        return "client refused the renegotiation (AH02261)"
+    if r.diagnosis and "AH10158" in r.diagnosis:
+        return "no post-handshake auth: 403 (AH10158)"
+    if r.diagnosis:
+        return r.diagnosis
+    if r.profile.instrument:
+        return "instrument: offers PHA to show the request"
+    return r.error or ""
 
 
 def format_table(results: Sequence[ProbeResult]) -> str:
-    """A fixed-width table, one row per result, for the human output."""
+    """A fixed-width table, one row per result, for the human output.
+
+    PROFILE is the row's name; TLS the negotiated version (the pinned one,
+    in brackets, for a skipped row); CERT whether the client has a
+    certificate to present; PHA whether it offers post-handshake auth.
+    """
     rows = [_TABLE_HEADER]
     for r in results:
         rows.append(
             (
                 r.name,
-                r.tls or "-",
+                r.tls or (f"({r.profile.tls})" if r.skipped and r.profile.tls else "-"),
+                "yes" if r.profile.cert else "no",
+                "yes" if r.profile.pha else "no",
                 "yes" if r.cert_requested else "no",
                 r.how or "-",
                 str(r.status) if r.status is not None else "-",
                 r.verified or "-",
-                r.error or "",
+                r.outcome,
+                _short_note(r),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_HEADER) - 1)]
@@ -973,3 +1563,18 @@ def format_table(results: Sequence[ProbeResult]) -> str:
         cells = [row[i].ljust(widths[i]) for i in range(len(widths))] + [row[-1]]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def format_legend(results: Sequence[ProbeResult], clients: Iterable[Client] = CLIENTS) -> str:
+    """What each client family of these results stands for, and how its behaviour is known."""
+    seen: List[str] = []
+    for r in results:
+        if r.profile.family not in seen:
+            seen.append(r.profile.family)
+    by_id = {c.id: c for c in clients}
+    lines = []
+    for fam in seen:
+        c = by_id.get(fam)
+        if c is not None:
+            lines.append(f"  {c.id}: {c.label}; {c.behaviour}")
+    return ("clients:\n" + "\n".join(lines) + "\n") if lines else ""

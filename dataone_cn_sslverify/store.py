@@ -213,7 +213,13 @@ class Store:
                    uid=st.st_uid, gid=st.st_gid, op=op, file=os.path.join(self.backups_dir, bid))
         self._write_private(b.file, data)
         meta = asdict(b)
-        self._write_private(b.file + ".json", json.dumps(meta, indent=1, sort_keys=True).encode())
+        try:
+            self._write_private(b.file + ".json", json.dumps(meta, indent=1, sort_keys=True).encode())
+        except BaseException:
+            # A copy without its metadata is invisible to `backups`/`prune` and would stay
+            # forever (on a full disk, taking the space of the next try): remove it.
+            _unlink_quietly(b.file)
+            raise
         return b
 
     def backups(self, path: Optional[str] = None) -> List[Backup]:

@@ -130,9 +130,12 @@ class Transaction:
 
     def __init__(self, op: str, *, vhost: Optional[str] = None, reload: bool = True, do_probe: bool = True,
                  backup_id: Optional[str] = None, report: Optional[Callable[[Step], None]] = None,
-                 lock_timeout: float = LOCK_TIMEOUT) -> None:
+                 lock_timeout: float = LOCK_TIMEOUT, no_reload_reason: Optional[str] = None) -> None:
         assert op in ("apply", "revert", "restore")
         self.op, self.vhost, self.reload, self.do_probe, self.backup_id = op, vhost, reload, do_probe, backup_id
+        # Added for maint.py: why reload=False, when it is not the operator's --no-reload
+        # (e.g. "policy-rc.d forbids reload of apache2"); only changes the step's wording.
+        self.no_reload_reason = no_reload_reason
         self.report = report or (lambda s: None)
         self.lock_timeout = lock_timeout
         self.store = Store(paths.state_dir())
@@ -222,6 +225,7 @@ class Transaction:
         """Decide the new bytes of the vhost file, or None when there is nothing to do."""
         failpoint("plan")
         snippet = paths.policy_path()
+        loc: Optional[locate.Located] = None
         try:
             if self.op == "restore":
                 return self._plan_restore()
@@ -239,8 +243,25 @@ class Transaction:
                 if saved is None and a.state == "applied":
                     raise policy.PolicyError(f"{a.filename}:{a.line}: no saved original block in {self.store.blocks_dir}; "
                                              "use `dataone-cn-sslverify backups` and `restore ID`")
+                if saved is None and a.state in ("original", "superseded"):
+                    # Never applied, or already reverted (commit drops the saved block): nothing to
+                    # do, exit 0 (design: "0 done or nothing to do"). Before this, plan_revert was
+                    # given "" and a second `revert` was refused as "removed or edited by hand".
+                    self.step("locate", True, f"{a.filename}:{a.line} {a.server_name or '-'} ({a.state_label})")
+                    self.step("plan", True, f"{a.state_label}: no managed block, nothing to revert")
+                    return None
                 patch = policy.plan_revert(text, a, saved["block"] if saved else "")
         except locate.NotFound as exc:
+            # revert: a loaded SSL vhost whose original block we saved (so we applied it) but
+            # that now holds no block at all had our managed lines deleted by hand. That is a
+            # refusal with a clear message (exit 2), not "no CN SSL vhost found" (exit 4).
+            gone = [x for x in (loc.assessments if loc else []) if self.op == "revert" and self.store.load_block(x.filename)]
+            if gone:
+                g = gone[0]
+                msg = (f"{g.filename}:{g.line}: the managed Include was removed by hand (no client-verification block "
+                       f"left); the saved original block is in {self.store.blocks_dir}, nothing safe to revert")
+                self.step("plan", False, msg)
+                raise Abort("refused", EXIT_REFUSED, f"{msg}; nothing changed")
             self.step("locate", False, str(exc))
             raise Abort("not-found", EXIT_NOT_FOUND, f"{exc}; nothing changed")
         except (policy.PolicyError, ac.ConfigSyntaxError, FileNotFoundError) as exc:
@@ -309,9 +330,18 @@ class Transaction:
         self.step("journal", True, self.store.journal_path)
 
     def _mark(self, step: str) -> None:
-        j = self.store.read_journal() or {}
-        j["step"] = step
-        self.store.write_journal(j)
+        # An OSError here (state dir full: the journal is rewritten through a temp file)
+        # used to escape `run` as a traceback after the vhost was already written,
+        # leaving the change in place with no rollback. Raise Abort so that the
+        # caller's `except Abort` takes the one rollback path.
+        try:
+            j = self.store.read_journal() or {}
+            j["step"] = step
+            self.store.write_journal(j)
+        except OSError as exc:
+            self.step("journal", False, f"{self.store.journal_path}: {exc.strerror or exc}")
+            raise Abort("failed", EXIT_FAILED, f"could not update the journal {self.store.journal_path} "
+                                               f"({exc.strerror or exc})")
 
     def _write(self, new: bytes) -> None:
         failpoint("write")
@@ -322,8 +352,8 @@ class Transaction:
             self.step("write", False, f"{self.file}: {exc.strerror or exc}")
             raise Abort("failed", EXIT_FAILED, f"could not write {self.file}: {exc.strerror or exc}")
         self.written = True
+        self.step("write", True, f"{self.file} ({len(new)} bytes, atomic)")  # reported before _mark can fail
         self._mark("written")
-        self.step("write", True, f"{self.file} ({len(new)} bytes, atomic)")
 
     def _configtest_after(self) -> None:
         failpoint("configtest")
@@ -336,13 +366,17 @@ class Transaction:
     def _reload(self) -> None:
         failpoint("reload")
         if not self.reload:
+            if self.no_reload_reason:  # maint.py (see __init__)
+                self.step("reload", True, f"not done ({self.no_reload_reason}): the change is written and tested "
+                                          "and takes effect when Apache is next reloaded or started")
+                return
             self.step("reload", True, "skipped (--no-reload): the change takes effect at the next reload")
             return
         if not apachectl.is_running():
             self.step("reload", True, "Apache is not running: not started; the change takes effect at its next start")
             return
-        self.reloaded = True
         self._mark("reloaded")
+        self.reloaded = True  # after _mark: if the journal update fails, no reload was attempted
         r = apachectl.graceful()
         if not r.ok:
             self.step("reload", False, r.detail)
@@ -453,13 +487,30 @@ def recover(store: Store, step: Callable[[str, bool, str], None]) -> Optional[Ou
                f"Compare it with {bfile}, then remove {store.journal_path}")
         step("recover", False, msg)
         return Outcome("unrestored", EXIT_UNRESTORED, message=msg)
+    # A reload (or start) that is owed but fails is not a recovery: keep the journal (the
+    # next run tries again) and exit 3 with the commands. Before, the failure was only
+    # appended to the detail, the journal was cleared and the run reported success.
+    problem = None
     if reload_needed and apachectl.is_running():
-        if apachectl.configtest().ok:
+        ct = apachectl.configtest()
+        if not ct.ok:
+            problem = f"the restored configuration fails `apache2ctl configtest`: {ct.first_error}"
+        else:
             r = apachectl.graceful()
-            detail += f"; reloaded ({r.detail})"
+            if r.ok:
+                detail += f"; reloaded ({r.detail})"
+            else:
+                problem = f"reload failed: {r.detail}"
     elif reload_needed and j.get("running_before") and j.get("step") == "reloaded":
         res = apachectl.run(["start"])
-        detail += "; Apache had stopped: started again" if res.ok else f"; Apache is stopped and did not start: {res.first_error}"
+        if res.ok:
+            detail += "; Apache had stopped: started again"
+        else:
+            problem = f"Apache is stopped and did not start: {res.first_error}"
+    if problem is not None:
+        msg = f"{detail}; but {problem}. Run by hand: {manual_commands(file, bfile)}"
+        step("recover", False, msg)
+        return Outcome("unrestored", EXIT_UNRESTORED, message=msg)
     store.clear_journal()
     step("recover", True, detail)
     return Outcome("recovered", EXIT_OK, message=detail)

@@ -128,26 +128,36 @@ class TestJson:
 
 
 class TestTable:
+    HEADER = ["PROFILE", "TLS", "CERT", "PHA", "ASKED", "HOW", "STATUS", "VERIFIED", "OUTCOME", "NOTE"]
+
     def test_layout(self):
         results = [
             res(IE, "1.2", P.HOW_RENEGOTIATION, 200, verified="NONE"),
             res(CURL, "1.3", P.HOW_POST_HANDSHAKE, 200, verified="SUCCESS"),
-            res(JAVA, "1.3", None, 403),
+            res(JAVA, "1.3", None, 403, diagnosis=P.diagnose(JAVA, "1.3", None, 403)),
             res(SAFARI, None, None, None, error="connect: refused"),
         ]
         text = P.format_table(results)
         lines = text.splitlines()
         assert text.endswith("\n") and len(lines) == 5
-        assert lines[0].split() == ["PROFILE", "TLS", "ASKED", "HOW", "STATUS", "VERIFIED", "ERROR"]
-        assert lines[1].split() == ["browser-ie11-win7", "1.2", "yes", "renegotiation", "200", "NONE"]
-        assert lines[2].split() == ["api-curl", "1.3", "yes", "post-handshake", "200", "SUCCESS"]
-        assert lines[3].split() == ["api-java-nopha", "1.3", "no", "-", "403", "-"]
-        assert lines[4].split()[:6] == ["browser-safari-macos", "-", "no", "-", "-", "-"]
+        assert lines[0].split() == self.HEADER
+        assert lines[1].split() == ["browser-ie11-win7", "1.2", "no", "yes", "yes", "renegotiation", "200", "NONE", "ok"]
+        assert lines[2].split() == ["api-curl", "1.3", "yes", "yes", "yes", "post-handshake", "200", "SUCCESS",
+                                    "authenticated"]
+        assert lines[3].split()[:9] == ["api-java-nopha", "1.3", "yes", "no", "no", "-", "403", "-", "refused"]
+        assert lines[3].endswith("no post-handshake auth: 403 (AH10158)")
+        assert lines[4].split()[:9] == ["browser-safari-macos", "-", "no", "yes", "no", "-", "-", "-", "failed"]
         assert lines[4].endswith("connect: refused")
         # columns line up
         col = lines[0].index("TLS")
         assert all(line[col - 2 : col] == "  " for line in lines)
         assert all(line == line.rstrip() for line in lines)
 
+    def test_skipped_row(self):
+        row = P.skipped_result(dataclasses.replace(CURL, tls="1.3"), "the server does not offer TLS 1.3")
+        line = P.format_table([row]).splitlines()[1]
+        assert line.split()[:9] == ["api-curl", "(1.3)", "yes", "yes", "no", "-", "-", "-", "skipped"]
+        assert line.endswith("server does not offer TLS 1.3")
+
     def test_empty(self):
-        assert P.format_table([]).split() == ["PROFILE", "TLS", "ASKED", "HOW", "STATUS", "VERIFIED", "ERROR"]
+        assert P.format_table([]).split() == self.HEADER
