@@ -33,7 +33,18 @@ def yes(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
 
+FLAT = 1.15  # y3/y1 below this: the measure does not grow; its exponent is noise
+
+
+def flat(g: Dict[str, Any]) -> bool:
+    r = g.get("ratios") or [None, None]
+    return r[0] is not None and r[1] is not None and r[0] * r[1] < FLAT
+
+
 def exp_s(g: Dict[str, Any]) -> str:
+    if flat(g):
+        r = g["ratios"]
+        return f"flat (+{(r[0] * r[1] - 1) * 100:.0f} %)"
     e = g.get("exponent")
     return "-" if e is None else f"{e:.2f}"
 
@@ -80,7 +91,7 @@ def goals(doc: Dict[str, Any]) -> str:
             cores = (["core parse+assess (in-process CPU)"] if series == "files" else ["core locate (in-process CPU)"])
             for k in cores + ["core plan+diff (in-process CPU)", "status: peak RSS (tool)", "diff: peak RSS (tool)"]:
                 e = S[series + "_growth"][k].get("exponent")
-                if e is not None:
+                if e is not None and not flat(S[series + "_growth"][k]):
                     worst.append((e, f"{series}: {k}"))
         e_max, what = max(worst) if worst else (0.0, "-")
         rows.append([f"linear growth (marginal-cost exponent <= {LINEAR_MAX_EXPONENT}; 1.0 = linear) of the "
@@ -284,17 +295,27 @@ def overhead_reading(o: Dict[str, Any]) -> str:
           f"(backup, saved block, journal written three times then removed, atomic write, each with fsync: {ms(store)} ms) and "
           f"the probe ({ms(probe)} ms). ")
     if o["apply_ratio"]["apply"] > GOAL_RATIO:
-        s += (f"That is why the ratio is {o['apply_ratio']['apply']:.2f}, not <= {GOAL_RATIO}. Fixes in the "
-              f"package (details under *Problems found*): take the before-change verdict from the "
-              f"`-t -D DUMP_INCLUDES` run that `locate` already makes (saves ~{ms(save_ct)} ms), cache the pid "
-              f"file path per run (~{ms(save_sh)} ms), import `probe` only when probing "
-              f"(~{ms(max(0.0, imp - imp_np))} ms for `status`/`diff`). That brings `apply` to about "
-              f"{ms(after)} ms, {after / fm:.2f}x the floor. The rest is fixed cost that a 1.5 budget on a "
-              f"~{ms(fm)} ms floor cannot hold: Python start + imports alone are {ms(py + imp)} ms, "
-              f"{(py + imp) / fm:.0%} of the floor. On a production CN the floor is larger (a bigger "
-              f"configuration parsed three times, a real reload) while those costs stay the same, so the "
-              f"ratio there is lower than here; the budget is met on this harness only if it is read as "
-              f"'apply costs at most 1.5x a reload plus a fixed ~{ms(py + imp)} ms to start'.\n")
+        bd = o["breakdown"]["apply"]
+        gr = _bd(o, "apply", "apache2ctl graceful")
+        wait = max(0.0, fm - ct / 2 - gr)  # the floor's wait for the new generation
+        fixed = (py + imp + probe + store + sh / 3 + _bd(o, "apply", "locate: read + parse + assess loaded files")
+                 + _bd(o, "apply", "other (python: CLI, transaction, journal bookkeeping)")
+                 + _bd(o, "apply", "graceful: scan /proc for children"))
+        s += (f"That is why the ratio is {o['apply_ratio']['apply']:.2f}, not <= {GOAL_RATIO} (medians move with "
+              f"the machine's background load; the ratio of minimums, {o['apply']['apply']['min'] / o['apply']['floor']['min']:.2f}, "
+              f"is the steadier figure). Fixes in the package (details under *Problems found*): take the "
+              f"before-change verdict from the `-t -D DUMP_INCLUDES` run that `locate` already makes (saves "
+              f"~{ms(save_ct)} ms), cache the pid file path per run (~{ms(save_sh)} ms), import `probe` only when "
+              f"probing (~{ms(max(0.0, imp - imp_np))} ms for `status`/`diff`). That brings `apply` to about "
+              f"{ms(after)} ms, {after / fm:.2f}x the floor. What is left is one Apache parse P (the dump, "
+              f"{ms(dump)} ms) plus costs that do not grow with the configuration, F ~ {ms(fixed)} ms (Python start "
+              f"and imports {ms(py + imp)}, probe {ms(probe)}, fsynced store {ms(store)}, reading and parsing the "
+              f"loaded files, bookkeeping), against a floor of about 3P + W (configtest, and graceful's test and "
+              f"signal, then the wait W, {ms(wait)} ms here). The ratio F + P over 3P + W is <= 0.5 only when "
+              f"P + W >= 2F, about {ms(2 * fixed)} ms; here P + W is {ms(dump + wait)} ms. So on this small harness "
+              f"configuration the 1.5 goal is out of reach for this design (a separate Python process that probes "
+              f"and fsyncs a journal); on a CN whose Apache takes ~{ms(2 * fixed - wait)} ms or more to parse its configuration "
+              f"the fixed tool would meet it.\n")
     s += (f"\n`status` and `diff` are {o['quick_ratio']['status']:.1f}x and {o['quick_ratio']['diff']:.1f}x the cost "
           f"of starting Python: importing the package is {o['quick_ratio']['import the package']:.1f}x on its own "
           f"(importing everything but `probe` is {o['quick_ratio']['import all but probe']:.1f}x) and Apache's "
@@ -337,7 +358,8 @@ def scale(S: Dict[str, Any]) -> str:
                                                            + ["core CPU: locate / plan+diff (ms)"], rows)
     s += ("\n**How cost grows.** Exponent = log((y3-y1)/(y2-y1)) / log((x3-x1)/(x2-x1)) over the three sizes, on "
           "medians: the growth of the *marginal* cost with fixed start-up costs cancelled (1.0 linear, 2.0 "
-          "quadratic; '-' when noise made y2 <= y1). Ratios: y2/y1 and y3/y2 (the size grows 10x per step). "
+          "quadratic; '-' when noise made y2 <= y1; 'flat' when the largest size costs less than 15 % more than "
+          "the smallest, where the exponent would only measure noise). Ratios: y2/y1 and y3/y2 (the size grows 10x per step). "
           "Per-unit cost: slope of the least-squares line through the three medians.\n\n")
     rows = []
     for series, unit, per in (("files", "line", 1000.0), ("trees", "vhost", 1.0)):
@@ -433,7 +455,10 @@ def problems(doc: Dict[str, Any]) -> str:
         s += (f"{n}. **`diff` is superlinear (policy.py `unified_diff`).** It runs `difflib.unified_diff` over the "
               f"whole file: core plan + diff exponent {exp_s(fg['core plan+diff (in-process CPU)'])}, "
               f"{ms(big['core_seconds']['plan+diff'])} ms at 100k lines (parse + assess: "
-              f"{ms(big['core_seconds']['parse+assess'])} ms); `diff` is {big['seconds']['diff']['median']:.2f} s vs "
+              f"{ms(big['core_seconds']['parse+assess'])} ms); its cost per line rises from "
+              f"{S['files']['10000']['core_seconds']['plan+diff'] / 10000 * 1e6:.2f} us at 10k lines to "
+              f"{big['core_seconds']['plan+diff'] / 100000 * 1e6:.2f} us at 100k; `diff` is "
+              f"{big['seconds']['diff']['median']:.2f} s vs "
               f"`status` {big['seconds']['status']['median']:.2f} s there. The change is one splice whose lines "
               f"are known (`Patch.first_line`..`last_line`): build the single hunk directly from those lines "
               f"plus 3 lines of context, or run difflib on that window only and shift the `@@` line numbers. "
@@ -470,6 +495,8 @@ def render(doc: Dict[str, Any]) -> str:
           "* `bench/run.py` -- runs the parts, writes `results.json` and this file (`--quick`, `--only`, `--report-only`)\n"
           "* `bench/downtime.py`, `bench/loadgen.py` -- part 1 and its bounded load generator\n"
           "* `bench/overhead.py`, `bench/breakdown.py` -- part 2 and the per-component timing\n"
-          "* `bench/scale.py`, `bench/rusage_run.py` -- part 3 and the peak-memory wrapper\n"
+          "* `bench/scale.py`, `bench/rusage_run.py`, `bench/core_time.py` -- part 3, the peak-memory / CPU wrapper "
+          "and the in-process CPU of the tool's own work\n"
+          "* `bench/common.py` -- shared helpers (the tool's command line, timing, machine facts)\n"
           "* `bench/report.py` -- this report\n")
     return s

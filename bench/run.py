@@ -50,17 +50,24 @@ def main() -> int:
             doc = json.load(f)
     else:
         cfgs = QUICK if a.quick else FULL
+        parts = [x.strip() for x in a.only.split(",") if x.strip()]
         doc = {"started": datetime.datetime.now().isoformat(timespec="seconds"), "quick": a.quick,
                "machine": common.machine(), "parts": {}}
+        if set(parts) != set(FULL) and not a.quick and os.path.exists(results_path):
+            with open(results_path) as f:  # a partial rerun keeps the other parts' figures
+                old = json.load(f)
+            if not old.get("quick"):
+                doc["parts"] = old.get("parts", {})
         t_all = time.monotonic()
-        for part in [x.strip() for x in a.only.split(",") if x.strip()]:
+        for part in parts:
             print(f"bench: {part} ...", file=sys.stderr, flush=True)
             t0 = time.monotonic()
             mod = __import__(part)
             doc["parts"][part] = mod.run(cfgs[part])
             doc["parts"][part]["wall_seconds"] = time.monotonic() - t0
+            doc["parts"][part]["started"] = datetime.datetime.now().isoformat(timespec="seconds")
             print(f"bench: {part} done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
-        doc["wall_seconds"] = time.monotonic() - t_all
+        doc["wall_seconds"] = sum(p.get("wall_seconds", 0.0) for p in doc["parts"].values())
         common.dump(results_path, doc)
     import report
     md = report.render(doc)

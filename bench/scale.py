@@ -214,7 +214,7 @@ def run(cfg: Dict[str, Any]) -> Dict[str, Any]:
                 raise RuntimeError(f"{lines}-line vhost fails configtest: {inst.configtest().output[-1500:]}")
             m = _measure(inst, cfg["rounds"] if lines < 100000 else cfg["rounds_large"])
             m["bytes"] = len(inst.vhost_bytes())
-            m["core_seconds"] = core(["file", str(inst.vhost_path), "5" if lines < 100000 else "3"], tool_env(inst))
+            m["core_seconds"] = core(["file", str(inst.vhost_path), "9" if lines < 100000 else "3"], tool_env(inst))
             res["files"][str(lines)] = m
         finally:
             remove_root(root)
@@ -253,7 +253,7 @@ def run(cfg: Dict[str, Any]) -> Dict[str, Any]:
         "status": "python3 bench/rusage_run.py OUT.json status   (= python3 -m dataone_cn_sslverify status, plus VmHWM)",
         "diff": "python3 bench/rusage_run.py OUT.json diff",
         "dump": "/usr/bin/time -f %M apache2ctl -t -D DUMP_INCLUDES   (GNU time: Apache's peak RSS)",
-        "core": "python3 bench/core_time.py file VHOST 5 (3 at 100k lines) | tree 5   (process CPU of the tool's own "
+        "core": "python3 bench/core_time.py file VHOST 9 (3 at 100k lines) | tree 5   (process CPU of the tool's own "
                 "work, best of N: parse + assess or locate, and plan + unified diff)",
     }
     res["loadavg_after"] = loadavg()

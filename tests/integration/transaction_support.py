@@ -125,9 +125,26 @@ def finish(p: "subprocess.Popen[bytes]", argv: Sequence[str], timeout: float = 1
 # ---------------------------------------------------------------- what the server and the disk say
 
 
-def generations(inst: ApacheInstance) -> int:
-    """How many times this Apache (re)started serving: +1 per start and per graceful reload."""
-    return inst.error_log().count("resuming normal operations")
+def generations(inst: ApacheInstance, settle: float = 0.3, timeout: float = 5.0) -> int:
+    """How many times this Apache (re)started serving: +1 per start and per graceful reload.
+
+    The parent logs "resuming normal operations" *after* its new children may
+    already serve, so a count read right after a start or a reload can lag by
+    one: wait until the count has been stable for ``settle`` seconds (and, for
+    a running server, is at least 1).
+    """
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while True:
+        n = inst.error_log().count("resuming normal operations")
+        now = time.monotonic()
+        if n != last:
+            last, since = n, now
+        elif now - since >= settle and (n >= 1 or not inst.is_running()):
+            return n
+        if now > deadline:
+            return n
+        time.sleep(0.05)
 
 
 def journal_path(inst: ApacheInstance) -> Path:

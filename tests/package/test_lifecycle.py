@@ -1,4 +1,4 @@
-"""The .deb through every dpkg event, with apt, in a Debian 12 chroot with Apache running inside.
+"""The .deb through every dpkg event, with apt, in Debian 12 and 13 chroots with Apache running inside.
 
 Each test gets a fresh chroot (``chroot.py``: an overlay of the cached
 debootstrap tree in its own namespaces, Apache on free loopback ports),
@@ -19,8 +19,9 @@ the real curl on the host against 127.0.0.1:PORT over TLS 1.2, reading curl's
 User-Agent gets a renegotiation with a CertificateRequest on ``/cn/``; under
 the policy it does not, while an API client (curl's User-Agent) still does.
 
-Each test takes ~3-10 s (piuparts ~25 s); the first run on a machine builds
-the cached chroot (~1 min).  Marked ``lifecycle`` (and ``package``);
+Every test runs once per suite of ``$DATAONE_CN_SSLVERIFY_LIFECYCLE_SUITES``
+(default ``bookworm trixie``).  Each takes ~3-10 s (piuparts ~25 s); the first
+run on a machine builds each cached chroot (~70 s each).  Marked ``lifecycle`` (and ``package``);
 ``make lifecycle`` runs only these.  ``DATAONE_CN_SSLVERIFY_KEEP_CHROOT=1``
 keeps each test's overlay upper dir (its changes) for inspection.
 """
@@ -168,10 +169,19 @@ def apt_ensure(*packages: str) -> None:
     assert p.returncode == 0, f"apt-ensure {' '.join(packages)} failed:\n{p.stdout.decode(errors='replace')}"
 
 
+#: Debian releases to run every lifecycle test on (Debian 12 is what CNs run next to Ubuntu; 13 is next).
+SUITES = os.environ.get("DATAONE_CN_SSLVERIFY_LIFECYCLE_SUITES", "bookworm trixie").split()
+
+
+@pytest.fixture(scope="session", params=SUITES)
+def suite(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
-def base_tree() -> Path:
+def base_tree(suite: str) -> Path:
     apt_ensure("debootstrap", "dpkg-dev", "curl")
-    return C.base_tree()  # logs debootstrap/apt/tar times on stderr when it builds the cache
+    return C.base_tree(suite)  # logs debootstrap/apt/tar times on stderr when it builds the cache
 
 
 @pytest.fixture(scope="session")
@@ -290,13 +300,26 @@ def test_install_after_the_standin_applies(ch: C.Chroot, debs: Debs) -> None:
 def test_install_both_in_one_apt_run(ch: C.Chroot, debs: Debs) -> None:
     """`apt install dataone-cn-sslverify dataone-cn-os-core`: whatever order apt picks, applied at the end.
 
-    What apt does (dpkg.log): unpack dataone-cn-os-core (the template: our interest is not registered yet,
-    nothing is triggered), unpack ours, configure ours (no vhost yet: a note), configure dataone-cn-os-core
-    (writes the vhost).  Nothing runs after that unless our postinst defers itself (see the report)."""
+    What apt does (dpkg.log): unpack dataone-cn-os-core (the template; our interest is not registered yet),
+    unpack ours, configure ours (no vhost yet: a note), configure dataone-cn-os-core (writes the vhost).
+    Debian 13's dpkg then marks ours triggers-pending by itself; Debian 12's does not, so our postinst
+    activates its own trigger (dataone-cn-sslverify-reapply) when dataone-cn-os-core is still unconfigured.
+    Either way `postinst triggered` must run after dataone-cn-os-core's postinst."""
     ch.publish([debs.ours, debs.standin_10])
     r = apt_ok(ch, "install", OURS, f"{STANDIN}=1.0")
+    assert_trigger_after_standin(r, "1.0")
     assert vhost(ch) == expected_applied(_filled(ch, ch.read_bytes(VHOST + ".bak"))), r
     assert_live_applied(ch)
+
+
+def assert_trigger_after_standin(r: C.Run, version: str) -> None:
+    """In apt's output (stdout and stderr merged, in order): the stand-in's postinst wrote the vhost, and
+    *after* that our `postinst triggered` ran (the last word on the vhost in this apt run)."""
+    out = r.output
+    wrote = out.find("dataone-cn-os-core: wrote", out.find(f"Setting up {STANDIN} ({version})"))
+    triggered = out.rfind(f"Processing triggers for {OURS}")
+    assert 0 <= wrote < triggered, f"our trigger did not run after the stand-in rewrote the vhost:\n{r}"
+    assert "postinst triggered" in out[triggered:], r
 
 
 def test_upgrade_of_ours_changes_nothing_and_does_not_reload(ch: C.Chroot, debs: Debs) -> None:
@@ -347,12 +370,14 @@ def test_upgrade_of_the_standin_rewrites_the_vhost_and_the_trigger_reapplies(ch:
 def test_upgrade_of_both_in_one_apt_run(ch: C.Chroot, debs: Debs) -> None:
     """`apt upgrade` with new versions of both (a CN's unattended upgrade).  dpkg.log: unpack
     dataone-cn-os-core 1.1 (our trigger becomes pending), unpack ours, configure ours (this consumes the
-    pending trigger, on the old vhost), configure dataone-cn-os-core (rewrites the vhost); no trigproc after."""
+    pending trigger, on the old vhost), configure dataone-cn-os-core (rewrites the vhost); then our trigger
+    must run again (Debian 13's dpkg re-activates it; on Debian 12 our postinst's own trigger does)."""
     original = with_standin(ch, debs, debs.ours)
     apt_ok(ch, "install", OURS)
     ch.publish([debs.ours_up, debs.standin_11])
     r = apt_ok(ch, "upgrade")
     assert ch.dpkg_status(OURS).endswith(debs.version_up) and ch.dpkg_status(STANDIN).endswith("1.1"), r
+    assert_trigger_after_standin(r, "1.1")
     assert vhost(ch) == expected_applied(_filled(ch, ch.read_bytes(TEMPLATE))), r
     assert vhost(ch) != expected_applied(original)
     assert_live_applied(ch)
@@ -496,13 +521,14 @@ def test_policy_rc_d_denying_means_no_reload_and_no_failure(ch: C.Chroot, debs: 
     assert_live_applied(ch)
 
 
-def test_piuparts(base_tree: Path, debs: Debs, tmp_path: Path) -> None:
+def test_piuparts(suite: str, base_tree: Path, debs: Debs, tmp_path: Path) -> None:
     """`make piuparts` (scripts/run-piuparts): install+purge, install-remove-install, upgrade to self, with
     piuparts' own policy-rc.d denying service actions, --pedantic-purge-test.  ~25 s; needs the Debian mirror."""
     apt_ensure("piuparts")
     log = tmp_path / "piuparts.log"
     p = subprocess.run(["sh", str(REPO_ROOT / "scripts" / "run-piuparts"), str(debs.ours)], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, env={"PATH": C.SYSTEM_PATH, "HOME": "/root", "PIUPARTS_LOG": str(log)},
+                       stderr=subprocess.STDOUT, env={"PATH": C.SYSTEM_PATH, "HOME": "/root", "PIUPARTS_LOG": str(log),
+                                                      "DATAONE_CN_SSLVERIFY_CHROOT_SUITE": suite},
                        timeout=900)
     text = log.read_text(errors="replace") if log.exists() else ""
     tail = "\n".join(text.splitlines()[-60:])
