@@ -62,7 +62,15 @@ def install() -> None:
     apachectl._children = timed(const("graceful: scan /proc for children"), apachectl._children)
     apachectl.graceful = timed(const("graceful: wait for the new generation (sleep loop)"), apachectl.graceful)
     probe.probe_all = timed(const("probe: live TLS clients"), probe.probe_all)
-    transaction.probe.probe_all = probe.probe_all
+    if hasattr(probe, "probe_matrix"):  # the client matrix, before and after the reload
+        inner = timed(const("probe: live TLS clients"), probe.probe_matrix)
+
+        def matrix(*a: Any, **kw: Any) -> Any:
+            rows = inner(*a, **kw)
+            ACC["_probe_calls"] = ACC.get("_probe_calls", 0) + 1
+            ACC["_probe_rows"] = ACC.get("_probe_rows", 0) + len(rows)
+            return rows
+        probe.probe_matrix = matrix
     locate.locate = timed(const("locate: read + parse + assess loaded files"), locate.locate)
     policy.plan_apply = timed(const("plan (policy)"), policy.plan_apply)
     policy.plan_revert = timed(const("plan (policy)"), policy.plan_revert)
@@ -89,7 +97,8 @@ def main() -> int:
             sys.stderr, sys.stdout = real_err, real_out
         total = time.monotonic() - t0
         row = dict(ACC)
-        row["other (python: CLI, transaction, journal bookkeeping)"] = total - sum(ACC.values())
+        row["other (python: CLI, transaction, journal bookkeeping)"] = total - sum(
+            v for k, v in ACC.items() if not k.startswith("_"))
         row["_total"] = total
         row["_rc"] = rc
         if i == 0:

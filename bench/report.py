@@ -443,6 +443,19 @@ def problems(doc: Dict[str, Any]) -> str:
               f"in `status`). Fix: memoise `_envvar(name)` for the process (`functools.lru_cache`); the file "
               f"does not change during a run.\n")
         n += 1
+        pr = _bd(o, "apply", "probe: live TLS clients")
+        calls, rows_n = _bd(o, "apply", "_probe_calls"), _bd(o, "apply", "_probe_rows")
+        if calls and pr > 0.05:
+            s += (f"{n}. **The live probe is the largest single cost of `apply`/`revert` (transaction.py "
+                  f"`_probe_before` + `_probe` -> probe.py `probe_matrix`).** It runs the client matrix "
+                  f"{calls:.0f} times per transaction ({rows_n / calls:.0f} rows each, one TLS connection per row, "
+                  f"one after the other): {ms(pr)} ms of the {ms(o['breakdown']['apply']['_total'])} ms in-process "
+                  f"total; `apply` with the probe is {o['apply_ratio']['apply']:.2f}x the floor, without it "
+                  f"{o['apply_ratio']['apply --no-probe']:.2f}x. Fix: probe the rows concurrently (a small thread "
+                  f"pool: each row is an independent connection and `ssl` releases the GIL during handshakes and "
+                  f"reads), and take the *before* picture only for the rows the gate compares (or run it "
+                  f"concurrently with `configtest`, which does not touch the live server).\n")
+            n += 1
         s += (f"{n}. **`status`/`diff` import the probe stack (cli.py and transaction.py import `probe` at module "
               f"level).** Importing the package costs {ms(imp)} ms over a bare interpreter, everything but `probe` "
               f"{ms(imp_np)} ms (fastest runs). Fix: "

@@ -32,8 +32,6 @@ notes are prefixed with ``dataone-cn-sslverify:``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -42,14 +40,13 @@ from typing import List, Optional, Sequence, Tuple
 
 from . import apacheconf as ac
 from . import apachectl, locate, paths, policy, transaction
-from .store import LockTimeout, Store, atomic_write, read
+from .store import Store
 
 PACKAGE = "dataone-cn-sslverify"
 OS_CORE = "dataone-cn-os-core"
 #: An explicit trigger of ours (debian/dataone-cn-sslverify.triggers), activated by
 #: our own postinst when dataone-cn-os-core is configured later in the same run.
 REAPPLY_TRIGGER = "dataone-cn-sslverify-reapply"
-SNIPPET_STATE = "snippet.json"  # in the state dir: the snippet Apache last loaded (path, sha256)
 FORCE_REMOVE_ENV = "DATAONE_CN_SSLVERIFY_FORCE_REMOVE"
 EXIT_OK, EXIT_FAIL = 0, 1
 
@@ -112,33 +109,6 @@ def conffile_owner(path: str) -> Optional[str]:
                     if fields and fields[0] == p:
                         return pkg
     return None
-
-
-def snippet_digest(snippet: str) -> Optional[str]:
-    """sha256 of the policy snippet's bytes, or None when it cannot be read."""
-    try:
-        return hashlib.sha256(read(snippet)).hexdigest()
-    except OSError:
-        return None
-
-
-def recorded_snippet(store: Store) -> Optional[dict]:
-    """What `record_snippet` last wrote ({"path", "sha256"}), or None."""
-    try:
-        with open(os.path.join(store.root, SNIPPET_STATE), "rb") as f:
-            rec = json.loads(f.read().decode())
-        return rec if isinstance(rec, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
-def record_snippet(store: Store, snippet: str, digest: Optional[str]) -> None:
-    """Remember which snippet bytes the configuration on disk now includes (0600, atomic)."""
-    if digest is None:
-        return
-    store.ensure()
-    data = json.dumps({"path": snippet, "sha256": digest}, indent=1, sort_keys=True).encode()
-    atomic_write(os.path.join(store.root, SNIPPET_STATE), data, mode=0o600)
 
 
 def package_state(package: str) -> str:
@@ -235,11 +205,10 @@ def apply_policy(event: str) -> int:
       do not recognise is a note and success; ``rolled-back``,
       ``unrestored`` and the transient refusals are failures;
     * the snippet is a conffile of ours: when the vhost already includes it
-      but its bytes differ from those recorded at the last apply or reload (an
-      upgrade shipped a new one, or the operator edited it), Apache is
-      gracefully reloaded (the transaction already config-tested the whole
-      configuration); when they are the same, nothing is reloaded. The digest
-      is recorded in the state dir after every apply and reload.
+      but its bytes differ from those Apache last loaded (an upgrade shipped a
+      new one, or the operator edited it), the transaction makes it live
+      (config test, graceful reload, live check, rollback); when they are the
+      same, nothing is reloaded.
     """
     snippet = paths.policy_path()
     a, why = _locate()
@@ -268,15 +237,10 @@ def apply_policy(event: str) -> int:
                                 no_reload_reason=None if allowed else permission)
     out = t.run()
     print(f"apply: {out.result}: {out.message}", file=sys.stderr, flush=True)
-    store = Store(paths.state_dir())
-    digest = snippet_digest(snippet)
-    if out.result == "changed":
-        record_snippet(store, snippet, digest)
-        if not allowed:
-            note(f"{event}: Apache was not reloaded ({permission}); the policy takes effect at its next (re)start.")
+    if out.result == "changed" and not allowed:
+        note(f"{event}: Apache was not reloaded ({permission}); the policy takes effect at its next (re)start.")
+    if out.result in ("changed", "unchanged"):
         return EXIT_OK
-    if out.result == "unchanged":
-        return _reload_if_snippet_changed(event, store, a.filename, snippet, digest, allowed, permission)
     if out.exit_code == transaction.EXIT_REFUSED and not _transient(out):
         note(f"{event}: refused ({out.message}). Nothing changed; the package stays installed. Fix the vhost, "
              f"then run `{PACKAGE} apply`.")
@@ -290,46 +254,6 @@ def apply_policy(event: str) -> int:
 def _transient(out: transaction.Outcome) -> bool:
     """Is this refusal one that a retry resolves (configuration already broken, lock held)?"""
     return any(not s.ok and s.name in ("lock", "configtest") for s in out.steps)
-
-
-def _reload_if_snippet_changed(event: str, store: Store, vhost: str, snippet: str, digest: Optional[str],
-                               allowed: bool, permission: str) -> int:
-    """After an ``unchanged`` apply: reload only if the included snippet's bytes changed.
-
-    Parameters: the event words, the state store, the vhost, the snippet path,
-    its current sha256, and the reload permission (from policy-rc.d).
-    Returns: 0, or 1 when the reload failed or the lock is held.
-    Behaviour: compares the digest with the one recorded in the state dir; no
-    record (a vhost applied by hand before the package was installed) counts
-    as changed. Same bytes: nothing. Changed: graceful reload under the state
-    dir's lock, unless forbidden or Apache is stopped (then a note: effective
-    at the next start); then the new digest is recorded.
-    """
-    rec = recorded_snippet(store)
-    if rec is not None and rec.get("sha256") == digest and rec.get("path") == snippet:
-        note(f"{event}: {vhost} already includes {snippet}, unchanged since the last reload; nothing to do.")
-        return EXIT_OK
-    try:
-        store.lock("maint reload", transaction.LOCK_TIMEOUT)
-    except (LockTimeout, OSError) as exc:
-        note(f"{event}: FAILED: {exc}; run `dpkg --configure -a` when the other run is done.")
-        return EXIT_FAIL
-    try:
-        if not allowed:
-            note(f"{event}: {snippet} changed; Apache not reloaded ({permission}); it takes effect at the next (re)start.")
-        elif not apachectl.is_running():
-            note(f"{event}: {snippet} changed; Apache is not running (not started); it takes effect at its next start.")
-        else:
-            r = apachectl.graceful()
-            if not r.ok:
-                note(f"{event}: FAILED: {snippet} changed and the reload failed: {r.detail}. "
-                     f"Check `apache2ctl configtest` and `{PACKAGE} status`, then run `dpkg --configure -a`.")
-                return EXIT_FAIL
-            note(f"{event}: {snippet} changed; reloaded ({r.how}: {r.detail}).")
-        record_snippet(store, snippet, digest)
-    finally:
-        store.unlock()
-    return EXIT_OK
 
 
 def postinst_configure(old_version: Optional[str] = None) -> int:

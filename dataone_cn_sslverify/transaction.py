@@ -35,7 +35,6 @@ from .store import Backup, LockTimeout, Store, atomic_write, read, sha256, temp_
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_UNRESTORED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 LOCK_TIMEOUT = float(os.environ.get("DATAONE_CN_SSLVERIFY_LOCK_TIMEOUT", "60"))
 PROBE_PATH = "/cn/"
-GATE_PROFILES = ("browser-ie11-win7", "browser-chrome-win10", "browser-safari-ios", "api-curl")
 
 
 @dataclass
@@ -103,26 +102,29 @@ def probe_target(a: policy.Assessment) -> Tuple[str, int, str]:
     return host, port, sni
 
 
-def gate(op: str, variant: Optional[str], results: List[probe.ProbeResult]) -> Tuple[bool, str]:
-    """Did the live server behave as the change intends?
+IE11_ROW = "browser-ie11-win7/1.2/nocert"
 
-    After ``apply``: `probe.verdict` (no browser asked, API clients with PHA asked).
-    After ``revert``: the original behaviour: IE11 (not WebKit, so asked by every
-    historical variant) and the API client are asked again.
+
+def gate(op: str, before: Optional[List[probe.ProbeResult]], after: List[probe.ProbeResult]) -> Tuple[bool, str]:
+    """Did the live server behave as the change intends? (the client matrix of `probe`)
+
+    After ``apply``: `probe.gate_apply` -- no browser row asked, and every API
+    row that worked before the change still works.
+    After ``revert``: the original behaviour is back: API rows that worked
+    still work, and IE11 (not WebKit, so asked by every historical variant)
+    is asked again.
     """
     if op == "apply":
-        v = probe.verdict(results)
+        v = probe.gate_apply(before, after)
         return v.ok, v.summary if v.ok else "; ".join(v.problems)
-    by = {r.name: r for r in results}
-    ie, api = by.get("browser-ie11-win7"), by.get("api-curl")
-    problems = []
-    if ie is not None and not ie.cert_requested:
-        problems.append(f"IE11 not asked (the original {variant} block asks it): {ie.error or 'no request'}")
-    if api is not None and not api.cert_requested:
-        problems.append(f"API client not asked: {api.error or 'no request'}")
+    v = probe.gate_apply(before, after, browsers_unasked=False)
+    problems = list(v.problems)
+    ie = next((r for r in after if r.name == IE11_ROW), None)
+    if ie is not None and not ie.cert_requested and not ie.skipped:
+        problems.append(f"{IE11_ROW} not asked, but every original block asks it: {ie.error or 'no request'}")
     if problems:
         return False, "; ".join(problems)
-    return True, "browser (IE11) asked, API client asked: original behaviour back"
+    return True, "browser (IE11) asked, API clients asked: original behaviour back"
 
 
 class Transaction:
@@ -148,6 +150,9 @@ class Transaction:
         self.running_before = False
         self.assessment: Optional[policy.Assessment] = None
         self.probe_results: List[Dict[str, Any]] = []
+        self.before_matrix: Optional[List[probe.ProbeResult]] = None
+        self.snippet_mode = False  # apply on an applied vhost whose policy snippet was edited
+        self.new: Optional[bytes] = None
 
     # -- reporting ------------------------------------------------------------
     def step(self, name: str, ok: bool, detail: str) -> None:
@@ -193,6 +198,8 @@ class Transaction:
         new = self._plan()
         if new is None:
             return self._outcome("unchanged", EXIT_OK, f"{self.file}: nothing to do")
+        self.new = new
+        self._probe_before()
         self._backup()
         self._journal(new)
         try:
@@ -206,9 +213,20 @@ class Transaction:
         self.store.clear_journal()
         if self.op == "revert":
             self.store.drop_block(self.file or "")
+        if self.op == "apply":
+            self._record_snippet()
         pruned = self.store.prune(self.file or "")
         self.step("commit", True, f"{self.file} {self.op} done" + (f"; pruned {len(pruned)} old backups" if pruned else ""))
         return self._outcome("changed", EXIT_OK, f"{self.op} done: {self.file}")
+
+    def _record_snippet(self) -> None:
+        """Remember the snippet bytes Apache now loads (see `_plan_snippet`); best effort."""
+        snippet = paths.policy_path()
+        try:
+            self.store.record_snippet(snippet, read(snippet))
+        except OSError as exc:
+            self.step("commit", True, f"could not record {snippet} in {self.store.root} ({exc.strerror}); "
+                                      "the next apply reloads once more")
 
     def _configtest_before(self) -> None:
         failpoint("configtest-before")
@@ -238,6 +256,9 @@ class Transaction:
             if self.op == "apply":
                 check_snippet(snippet)
                 patch = policy.plan_apply(text, a, snippet)
+                if patch is None and a.state == "applied":
+                    self.step("locate", True, f"{a.filename}:{a.line} {a.server_name or '-'} ({a.state_label})")
+                    return self._plan_snippet(snippet)
             else:
                 saved = self.store.load_block(a.filename)
                 if saved is None and a.state == "applied":
@@ -275,6 +296,34 @@ class Transaction:
                                 f"{'managed Include' if self.op == 'apply' else 'original block'})")
         return ac.encode(patch.apply_to(text))
 
+    def _plan_snippet(self, snippet: str) -> Optional[bytes]:
+        """The vhost is applied: does Apache run the policy snippet that is on disk now?
+
+        The snippet is a conffile: an operator edits the browser pattern, or an
+        upgrade ships a new one. Its bytes at the last apply/reload are kept in
+        the state dir; if they differ, the change to make live is the snippet's:
+        the same steps (config test, graceful reload, live check) with the
+        recorded bytes as the "before" that a rollback puts back (the edit
+        itself is kept as a backup). No record yet: record it, nothing to do.
+        """
+        try:
+            cur = read(snippet)
+            rec = self.store.snippet_record()
+            if rec is None or rec.get("path") != snippet:
+                self.store.record_snippet(snippet, cur)
+                rec = {"data": cur}
+        except OSError as exc:
+            raise policy.PolicyError(f"{snippet}: {exc.strerror or exc}") from None
+        if rec["data"] == cur:
+            self.step("plan", True, f"applied, and {snippet} is unchanged since it was last loaded: nothing to do")
+            return None
+        self.snippet_mode = True
+        self.file = os.path.realpath(snippet)
+        self.before = rec["data"]
+        self.step("plan", True, f"{snippet} was edited since it was last loaded: config test, reload and live check "
+                                "make it live (rolled back to the previous snippet, the edit kept as a backup, on failure)")
+        return cur
+
     def _plan_restore(self) -> Optional[bytes]:
         try:
             b = self.store.get_backup(self.backup_id or "")
@@ -303,8 +352,10 @@ class Transaction:
         assert self.file and self.before is not None
         try:
             self.store.ensure()
-            self.backup = self.store.backup(self.file, self.before, self.op)
-            if self.op == "apply" and self.assessment is not None and self.assessment.block is not None:
+            if self.snippet_mode and self.new is not None:  # keep the operator's edit: a rollback replaces it
+                self.store.backup(self.file, self.new, "snippet-edit")
+            self.backup = self.store.backup(self.file, self.before, "snippet" if self.snippet_mode else self.op)
+            if self.op == "apply" and not self.snippet_mode and self.assessment is not None and self.assessment.block is not None:
                 blk = self.assessment.block
                 self.store.save_block(self.file, ac.decode(self.before)[blk.start:blk.end], blk.variant,
                                       server_name=self.assessment.server_name, backup=self.backup.id)
@@ -383,17 +434,30 @@ class Transaction:
             raise Abort("failed", EXIT_FAILED, f"reload failed: {r.detail}")
         self.step("reload", True, f"{r.how}: {r.detail}")
 
+    def _target(self) -> Optional[Tuple[str, int, str]]:
+        return probe_target(self.assessment) if self.assessment is not None else None
+
+    def _probe_before(self) -> None:
+        """The client matrix before the change, so the gate can tell what must keep working."""
+        target = self._target()
+        if not self.do_probe or not self.reload or self.op == "restore" or target is None or not apachectl.is_running():
+            return
+        host, port, sni = target
+        self.before_matrix = probe.probe_matrix(host, port, sni, PROBE_PATH, timeout=10.0)
+        asked = sum(1 for r in self.before_matrix if r.cert_requested)
+        self.step("probe-before", True, f"{len(self.before_matrix)} client rows probed, {asked} asked for a certificate")
+
     def _probe(self) -> None:
         failpoint("probe")
-        if not self.do_probe or not self.reloaded or self.op == "restore" or self.assessment is None:
+        target = self._target()
+        if not self.do_probe or not self.reloaded or self.op == "restore" or target is None:
             why = "--no-probe" if not self.do_probe else ("restore" if self.op == "restore" else "Apache not reloaded")
             self.step("probe", True, f"skipped ({why})")
             return
-        host, port, sni = probe_target(self.assessment)
-        profiles = [probe.get_profile(n) for n in GATE_PROFILES]
-        results = probe.probe_all(host, port, sni, PROBE_PATH, profiles, timeout=10.0)
+        host, port, sni = target
+        results = probe.probe_matrix(host, port, sni, PROBE_PATH, timeout=10.0)
         self.probe_results = [r.to_json() for r in results]
-        ok, summary = gate(self.op, self.assessment.variant, results)
+        ok, summary = gate(self.op, self.before_matrix, results)
         self.step("probe", ok, f"https://{sni}:{port}{PROBE_PATH} via {host}: {summary}")
         if not ok:
             raise Abort("failed", EXIT_FAILED, f"live check failed: {summary}")

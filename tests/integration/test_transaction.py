@@ -29,7 +29,7 @@ import pytest
 from harness import ApacheInstance
 from transaction_support import (
     APPLY_STEPS, BEGIN, END, IE11, SAFARI, WEBKIT_ONLY_BLOCK, assert_applied_behaviour, assert_asked,
-    assert_nothing_left_changed, assert_original_behaviour, backup_files, expected_applied, finish, generations,
+    assert_not_asked, assert_nothing_left_changed, assert_original_behaviour, backup_files, expected_applied, finish, generations,
     journal_path, spawn, temp_leftovers, tool,
 )
 
@@ -62,7 +62,8 @@ def test_apply_revert_roundtrip_and_idempotent_apply(apache: ApacheInstance) -> 
     assert_applied_behaviour(apache)
     # The probe results the gate used are in the document.
     asked = {p["name"]: p["cert_requested"] for p in doc["probe"]}
-    assert asked.get("browser-ie11-win7") is False and asked.get("api-curl") is True, doc["probe"]
+    assert asked.get("browser-ie11-win7/1.2/nocert") is False and asked.get("api-curl/1.2/nocert") is True, doc["probe"]
+    assert asked.get("api-curl/1.3/nocert") is True and asked.get("browser-chrome/1.3/nocert/pha") is False, doc["probe"]
 
     # A second apply: nothing to do, no backup, no reload (same master, same children).
     backups = backup_files(apache)
@@ -312,7 +313,7 @@ def test_live_check_failure_is_rolled_back(apache: ApacheInstance) -> None:
     assert r.doc["result"] == "rolled-back", r
     probe_step = [s for s in r.steps if s["name"] == "probe"]
     assert len(probe_step) == 1 and not probe_step[0]["ok"], r
-    assert "browser-ie11-win7 was asked" in probe_step[0]["detail"], r
+    assert "browser-ie11-win7/1.2/nocert was asked" in probe_step[0]["detail"], r
     assert "live check failed" in r.doc["message"], r
     # The rollback reloaded: one graceful for the change, one for the rollback.
     assert generations(apache) == gens + 2
@@ -473,3 +474,55 @@ def test_symlinked_vhost_is_edited_at_its_target_keeping_mode_and_owner(apache: 
     assert r.code == 0 and r.doc["result"] == "changed", r
     check(original)
     assert_asked(apache, IE11)
+
+
+# ------------------------------------------------------------------ 14. the policy snippet is edited later
+
+
+def test_snippet_edit_is_made_live_by_apply_and_a_bad_edit_is_rolled_back(apache: ApacheInstance) -> None:
+    assert tool(apache, "apply").code == 0
+    policy_path = Path(apache.env()["DATAONE_CN_SSLVERIFY_POLICY"])
+    vhost = apache.vhost_bytes()
+    packaged = policy_path.read_bytes()
+
+    # Unchanged snippet: nothing to do, no reload.
+    gens = generations(apache)
+    r = tool(apache, "apply")
+    assert (r.code, r.doc["result"]) == (0, "unchanged"), r
+    assert generations(apache) == gens
+
+    # A good edit (exempt R's httr too): apply reloads and the live check passes.
+    edited = packaged.replace(b"|webkit)/i", b"|webkit|httr)/i")
+    assert edited != packaged
+    policy_path.write_bytes(edited)
+    r = tool(apache, "apply")
+    assert (r.code, r.doc["result"]) == (0, "changed"), r
+    assert generations(apache) == gens + 1
+    assert apache.vhost_bytes() == vhost  # only the snippet changed
+    assert_not_asked(apache, "libcurl/7.88.1 r-curl/5.0.0 httr/1.4.6", "1.2")
+    assert_applied_behaviour(apache)
+
+    # An edit that drops browser families is refused before anything happens (exit 2).
+    narrow = edited.replace(b"(windows|chrome|mozilla|", b"(chrome|")
+    assert narrow != edited
+    policy_path.write_bytes(narrow)
+    gens = generations(apache)
+    r = tool(apache, "apply")
+    assert (r.code, r.doc["result"]) == (2, "refused"), r
+    assert "covering windows, chrome, mozilla, safari, webkit" in r.doc["message"], r
+    assert generations(apache) == gens
+    assert_applied_behaviour(apache)
+
+    # An edit of the right shape that Apache rejects: the configuration on disk is now broken, so
+    # apply refuses (exit 2) and changes nothing; Apache keeps serving the last loaded policy.
+    bad = edited.replace(b"SSLVerifyDepth 10", b"SSLVerifyDepth -1")
+    assert bad != edited
+    policy_path.write_bytes(bad)
+    r = tool(apache, "apply")
+    assert (r.code, r.doc["result"]) == (2, "refused"), r
+    assert "already fails" in r.doc["message"] and str(policy_path) in r.doc["message"], r
+    assert policy_path.read_bytes() == bad and apache.vhost_bytes() == vhost
+    assert generations(apache) == gens
+    assert_applied_behaviour(apache)
+    assert not journal_path(apache).exists()
+    policy_path.write_bytes(edited)  # a broken config makes `apache2ctl stop` (teardown) slow

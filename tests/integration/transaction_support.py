@@ -42,8 +42,8 @@ BEGIN = b"# dataone-cn-sslverify: begin (managed; `dataone-cn-sslverify revert` 
 END = b"# dataone-cn-sslverify: end"
 
 #: Every step an apply that changes a running server reports, in order (design.md).
-APPLY_STEPS = ["lock", "configtest", "locate", "plan", "backup", "journal", "write", "configtest", "reload",
-               "probe", "commit"]
+APPLY_STEPS = ["lock", "configtest", "locate", "plan", "probe-before", "backup", "journal", "write", "configtest",
+               "reload", "probe", "commit"]
 
 
 def expected_applied(inst: ApacheInstance, original: Optional[bytes] = None) -> bytes:

@@ -519,8 +519,16 @@ class Chroot:
         for sub in ("root", "upper", "work"):
             (self.dir / sub).mkdir()
         self.timings: Dict[str, float] = {}
+        self.ns: Optional[Namespace] = None
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self) -> None:
         t0 = time.monotonic()
-        self.ns: Optional[Namespace] = Namespace(self.dir / "root", self.tree, self.dir / "upper", self.dir / "work")
+        self.ns = Namespace(self.dir / "root", self.tree, self.dir / "upper", self.dir / "work")
         self.ns.start()
         self.timings["namespace"] = time.monotonic() - t0
         self.http_port, self.https_port = free_port(), free_port()
@@ -635,7 +643,8 @@ class Chroot:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pid = self.apache_pid()
-            if (running and pid is not None and _port_open(self.https_port)) or (not running and pid is None):
+            if (running and pid is not None and (_port_open(self.https_port) or _port_open(self.http_port))) \
+                    or (not running and pid is None):
                 return
             time.sleep(0.1)
         raise ChrootError(f"Apache {'did not start' if running else 'did not stop'} within {timeout}s:\n"
