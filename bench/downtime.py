@@ -242,7 +242,7 @@ def run(cfg: Dict[str, Any]) -> Dict[str, Any]:
         t_last = time.monotonic()  # the last operation's window ends here (the observations below are in none)
         # Why graceful reloads stall under load: watch Apache's children through a few plain reloads.
         result["graceful_observed"] = []
-        for _ in range(cfg.get("observe", 3)):
+        for _ in range(cfg.get("observe", 5)):
             ob = observe_graceful(inst)
             result["graceful_observed"].append(ob)
             time.sleep(cfg["pause"])

@@ -195,32 +195,33 @@ def downtime(d: Dict[str, Any]) -> str:
           f"for stop/start (worst operation: {ms(worst('tool', 'max'))} / {ms(worst('graceful', 'max'))} / "
           f"{ms(worst('baseline', 'max'))} ms). ")
     if worst("tool", "median") > worst("baseline", "median"):
-        s += ("So the tool's gap is *longer* than stop/start's, and it is Apache's, not the tool's: the same "
-              "graceful reload without the tool shows the same gap. During it nothing fails, requests wait: the "
+        s += (f"So the tool's gap is *longer* than stop/start's, and it is Apache's, not the tool's: the same "
+              f"graceful reload without the tool has the same worst case ({ms(worst('graceful', 'max'))} ms vs "
+              f"{ms(worst('tool', 'max'))} ms); how often a reload hits it varies from run to run (per-operation "
+              f"median above). During it nothing fails, requests wait: the "
               "listening sockets stay open (the kernel queues new connections, up to `ListenBacklog`, 511) while "
               "no child accepts. Stop/start's gap is shorter because a stop/start of this small configuration "
               "takes ~0.3 s -- and it drops every request in it. ")
     obs = d.get("graceful_observed", [])
 
-    def med(xs: List[Optional[float]]) -> Optional[float]:
-        xs2 = sorted(x for x in xs if x is not None)
-        return xs2[len(xs2) // 2] if xs2 else None
+    def first_ok(ob: Dict[str, Any]) -> Optional[float]:
+        return min((v for v in ob["first_success_s"].values() if v is not None), default=None)
 
-    o_old = med([ob["old_children_exited_s"] for ob in obs])
-    o_new = med([ob["new_children_s"] for ob in obs])
-    o_first = med([min((v for v in ob["first_success_s"].values() if v is not None), default=None) for ob in obs])
     if obs:
-        s += (f"Why a graceful reload stalls under load, observed in this run ({len(obs)} plain `apache2ctl "
-              f"graceful` under the same load, Apache's children polled every 5 ms; medians from the moment the "
-              f"command returned): the old children stopped accepting and had exited after {ms(o_old)} ms, the "
-              f"new generation's first child appeared after {ms(o_new)} ms, the first request started after "
-              f"the reload completed after {ms(o_first)} ms. mpm_event's parent reaps exited children and starts "
-              "the new generation only on its maintenance tick (`ap_wait_or_timeout` in server/mpm_common.c: when no child "
-              "has exited yet it does `apr_sleep(1000000)`); when the old "
-              "children are idle they are gone before the parent re-enters that loop and the reload costs no "
-              "stall (the per-operation *min* column), when they are still finishing requests, new connections "
-              "wait up to that second. What would shorten the graceful stall: nothing the tool controls (one graceful per change, none when there is nothing to do); "
-              "it is upstream mpm_event behaviour, and it is the same for any graceful-reload tool.")
+        each = "; ".join(f"{ms(ob['old_children_exited_s'])} / {ms(ob['new_children_s'])} / {ms(first_ok(ob))}"
+                         for ob in obs)
+        stalled = sum(1 for ob in obs if (ob["new_children_s"] or 0) > 0.5)
+        s += (f"Why a graceful reload stalls under load, observed in this run: {len(obs)} plain `apache2ctl "
+              f"graceful` under the same load, Apache's children polled every 5 ms; per reload, ms after the "
+              f"command returned until the old children had exited / the first child of the new generation "
+              f"existed / the first request started after the reload succeeded: {each} ({stalled} of {len(obs)} "
+              "stalled). mpm_event's parent reaps exited children and starts the new generation in its "
+              "maintenance loop, whose wait (`ap_wait_or_timeout` in server/mpm_common.c) sleeps a whole second "
+              "(`apr_sleep(1000000)`) when no child has exited yet. If the old children are gone by the time the "
+              "parent re-enters that loop, the new generation starts at once (no stall; the per-operation *min* "
+              "column); if they are still finishing a request, nothing accepts until the sleep ends, ~1 s. What "
+              "would shorten the graceful stall: nothing the tool controls (one graceful per change, none when "
+              "there is nothing to do); it is upstream mpm_event behaviour, the same for any graceful-reload tool.")
     s += "\n"
     return s
 

@@ -24,7 +24,7 @@ import common  # noqa: E402
 
 FULL = {
     "downtime": {"workers": 2, "interval": 0.01, "rounds": 10, "pause": 1.0, "warmup": 2.0, "control": 10.0,
-                 "load_cap": 600.0, "max_requests": 400000},
+                 "load_cap": 600.0, "max_requests": 400000, "observe": 5},
     "overhead": {"rounds": 20, "quick_rounds": 30, "breakdown_rounds": 5},
     "scale": {"file_lines": [1000, 10000, 100000], "tree_vhosts": [1, 100, 1000], "rounds": 9, "rounds_large": 5},
 }

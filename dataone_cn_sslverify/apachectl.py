@@ -212,9 +212,28 @@ def graceful(wait: float = 30.0) -> Reload:
             return Reload(False, how, "Apache exited during the reload")
         fresh = set(_children(now)) - before
         if fresh:
-            return Reload(True, how, f"new generation serving (pid {now}, {len(fresh)} new children)")
+            lingering = _wait_gone(now, before, OLD_GENERATION_GRACE)
+            extra = f"; {len(lingering)} old children still finishing requests" if lingering else ""
+            return Reload(True, how, f"new generation serving (pid {now}, {len(fresh)} new children){extra}")
         time.sleep(0.05)
     return Reload(False, how, f"no new generation of children within {wait:.0f}s")
+
+
+#: How long to wait for the old generation to let go of the listeners. An old child
+#: that has not yet read the graceful signal may still accept a connection, which
+#: would show the live check the *old* configuration; busy ones finish their
+#: requests in their own time (graceful), so the wait is bounded.
+OLD_GENERATION_GRACE = 3.0
+
+
+def _wait_gone(master: int, old: "set[int]", grace: float) -> "set[int]":
+    """Wait (at most grace seconds) until none of the old children is left; returns those left."""
+    deadline = time.monotonic() + grace
+    left = old & set(_children(master))
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = old & set(_children(master))
+    return left
 
 
 # --- Added for the maintainer scripts (dataone_cn_sslverify.maint) -----------

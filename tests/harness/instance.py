@@ -671,12 +671,18 @@ class ApacheInstance:
         config (the result then is not ok and the old generation keeps serving).
         """
         before = self._generations()
+        old_children = set(self.processes()) - {self.pid()}
         r = self.apache2ctl("graceful")
         if not r.ok:
             return r
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._generations() > before and self._answers_https(0.5):
+                # An old child that has not yet seen the graceful signal may still accept a
+                # connection and answer with the old configuration: wait (bounded) for them.
+                settle = time.monotonic() + 3.0
+                while old_children & set(self.processes()) and time.monotonic() < settle:
+                    time.sleep(0.05)
                 return r
             time.sleep(0.05)
         raise ApacheError("graceful restart did not complete within %ss\n--- error log ---\n%s"
