@@ -195,13 +195,16 @@ def downtime(d: Dict[str, Any]) -> str:
           f"for stop/start (worst operation: {ms(worst('tool', 'max'))} / {ms(worst('graceful', 'max'))} / "
           f"{ms(worst('baseline', 'max'))} ms). ")
     if worst("tool", "median") > worst("baseline", "median"):
-        s += (f"So the tool's gap is *longer* than stop/start's, and it is Apache's, not the tool's: the same "
-              f"graceful reload without the tool has the same worst case ({ms(worst('graceful', 'max'))} ms vs "
-              f"{ms(worst('tool', 'max'))} ms); how often a reload hits it varies from run to run (per-operation "
-              f"median above). During it nothing fails, requests wait: the "
-              "listening sockets stay open (the kernel queues new connections, up to `ListenBacklog`, 511) while "
-              "no child accepts. Stop/start's gap is shorter because a stop/start of this small configuration "
-              "takes ~0.3 s -- and it drops every request in it. ")
+        s += (f"So the tool's typical gap is *longer* than stop/start's, and it is Apache's, not the tool's: the "
+              f"same graceful reload without the tool has the same worst case ({ms(worst('graceful', 'max'))} ms vs "
+              f"{ms(worst('tool', 'max'))} ms); how often a reload hits it varies from run to run. ")
+    else:
+        s += (f"The worst case is Apache's, not the tool's: the same graceful reload without the tool has it too "
+              f"({ms(worst('graceful', 'max'))} ms vs {ms(worst('tool', 'max'))} ms); how often a reload hits it "
+              f"varies with the load and from run to run. ")
+    s += ("During a graceful stall nothing fails, requests wait: the listening sockets stay open (the kernel "
+          "queues new connections, up to `ListenBacklog`, 511) while no child accepts; stop/start is quicker "
+          "end to end on this small configuration (~0.2-0.3 s) but drops every request that arrives meanwhile. ")
     obs = d.get("graceful_observed", [])
 
     def first_ok(ob: Dict[str, Any]) -> Optional[float]:
@@ -218,8 +221,7 @@ def downtime(d: Dict[str, Any]) -> str:
               "stalled). mpm_event's parent reaps exited children and starts the new generation in its "
               "maintenance loop, whose wait (`ap_wait_or_timeout` in server/mpm_common.c) sleeps a whole second "
               "(`apr_sleep(1000000)`) when no child has exited yet. If the old children are gone by the time the "
-              "parent re-enters that loop, the new generation starts at once (no stall; the per-operation *min* "
-              "column); if they are still finishing a request, nothing accepts until the sleep ends, ~1 s. What "
+              "parent re-enters that loop, the new generation starts at once (no stall); if they are still finishing a request, nothing accepts until the sleep ends, ~1 s. What "
               "would shorten the graceful stall: nothing the tool controls (one graceful per change, none when "
               "there is nothing to do); it is upstream mpm_event behaviour, the same for any graceful-reload tool.")
     s += "\n"
