@@ -101,8 +101,18 @@ def parse_dump_includes(output: str) -> List[str]:
     return [m.group(1) for m in map(_INCLUDE_LINE.match, output.splitlines()) if m]
 
 
+_ENVVAR_CACHE: Dict[Tuple[str, str], Optional[str]] = {}
+
+
 def _envvar(name: str) -> Optional[str]:
-    """A variable as Debian's envvars file sets it (the file is shell)."""
+    """A variable as Debian's envvars file sets it (the file is shell); read once per process."""
+    key = (envvars_path(), name)
+    if key not in _ENVVAR_CACHE:
+        _ENVVAR_CACHE[key] = _read_envvar(name)
+    return _ENVVAR_CACHE[key]
+
+
+def _read_envvar(name: str) -> Optional[str]:
     path = envvars_path()
     if not os.path.exists(path):
         return None

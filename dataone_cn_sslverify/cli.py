@@ -126,7 +126,7 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
     a = locate.choose(loc)
     text = ac.decode(loc.file_of(a).data)
     patch = policy.plan_apply(text, a, paths.policy_path())
-    diff = policy.unified_diff(a.filename, text, patch.apply_to(text)) if patch else ""
+    diff = policy.patch_diff(a.filename, text, patch) if patch else ""
     if patch is None:
         out.line(f"diff: {a.filename}:{a.line}: {a.state_label}, nothing to do")
     else:

@@ -53,6 +53,7 @@ worked before fails after.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ipaddress
 import os
 import re
@@ -1091,15 +1092,22 @@ def probe_matrix(
     rows = list(profiles)
     offered = server_tls_versions(host, port, server_name, timeout=min(timeout, 5.0))
     reachable = any(h.ok for h in offered.values())
-    out: List[ProbeResult] = []
-    for p in rows:
+
+    def one(p: Profile) -> ProbeResult:
         h = offered.get(p.tls) if p.tls else None
         if reachable and h is not None and not h.ok:
-            out.append(skipped_result(p, f"the server does not offer TLS {p.tls} for {server_name} ({h.error})"))
-            continue
-        out.append(probe(host, port, server_name, path, p, client_cert=client_cert, client_key=client_key,
-                         timeout=timeout, **kwargs))
-    return out
+            return skipped_result(p, f"the server does not offer TLS {p.tls} for {server_name} ({h.error})")
+        return probe(host, port, server_name, path, p, client_cert=client_cert, client_key=client_key,
+                     timeout=timeout, **kwargs)
+
+    # Rows are independent connections: a few at a time keeps the live check short
+    # (it sits between the reload and the commit) without loading the server.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=MATRIX_CONCURRENCY) as pool:
+        return list(pool.map(one, rows))
+
+
+#: Connections the matrix opens at once (bench/RESULTS.md: 33 rows one by one took ~220 ms).
+MATRIX_CONCURRENCY = 6
 
 
 # What a backend observed: events, negotiated TLS version, response bytes, error.

@@ -266,3 +266,14 @@ def test_apply_revert_round_trip_property(case):
     b = assess_text(new)
     assert b.state == "applied" and policy.plan_apply(new, b) is None
     assert policy.plan_revert(new, b, patch.old).apply_to(new) == text
+
+
+@settings(max_examples=100, deadline=None)
+@given(mangled(), st.integers(0, 5))
+def test_patch_diff_equals_the_whole_file_diff(case, context):
+    """The windowed diff `diff` prints is exactly the diff of the whole files."""
+    _, text = case
+    patch = policy.plan_apply(text, assess_text(text))
+    whole = policy.unified_diff("f", text, patch.apply_to(text), context)
+    assert policy.patch_diff("f", text, patch, context) == whole
+    assert whole.count("@@ -") == 1
