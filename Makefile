@@ -105,3 +105,13 @@ demo-deb: deb
 	PATH=$(SYSPATH) $(PYTHON) scripts/demo-deb.py $(DEB_FILE)
 
 demo: demo-deb
+
+# --- Fleet rollout with Ansible (deploy/ansible/) ------------------------------
+# `make test-fleet`: the rollout/rollback playbooks against three chroot CN hosts
+# (tests/package/test_fleet.py, ~1 min once the chroot cache exists). Needs Debian's
+# `ansible` package (community.general's chroot connection; never Galaxy). `make test`
+# runs it too (it is in tests/); deselect there with PYTEST_ARGS="-m 'not fleet'".
+.PHONY: test-fleet
+test-fleet: deps
+	@PATH=$(SYSPATH) sh scripts/apt-ensure $(APT_CHROOT) ansible
+	PATH=$(SYSPATH) $(PYTHON) -m pytest -ra --durations=0 -m fleet $(PYTEST_ARGS) tests/package/test_fleet.py

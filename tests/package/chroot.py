@@ -870,3 +870,38 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ----------------------------------------------------------------------------- Ansible (fleet tests)
+
+#: ``ansible_chroot_exe`` for community.general's ``chroot`` connection: the plugin runs
+#: ``EXE DIR SHELL -c CMD`` (also for put_file/fetch_file); DIR is a Chroot's host view
+#: ``/proc/PID/root``, and this enters PID's namespaces (PID, mount, UTS, root) the way
+#: ``Namespace.argv`` does, so whatever Ansible runs (apt, the maintainer scripts, Apache's
+#: reload) lives in that chroot's namespace and dies with it.  A bare ``chroot /proc/PID/root``
+#: would run in the host's PID namespace: the chroot's pidfile PIDs would name host processes.
+CHROOT_EXE_SH = """#!/bin/sh
+# dataone-cn-sslverify fleet tests: ansible_chroot_exe that enters a Chroot's namespaces (chroot.py)
+set -e
+dir=$1; shift
+pid=${dir#/proc/}; pid=${pid%/root}
+case "$pid" in ''|*[!0-9]*) echo "chroot-exe: not /proc/PID/root: $dir" >&2; exit 125;; esac
+exec nsenter --target "$pid" --pid --mount --uts --root --wd env -i PATH=@PATH@ LANG=C.UTF-8 HOME=/root \\
+    TERM=dumb DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true "$@"
+""".replace("@PATH@", SYSTEM_PATH)
+
+
+def write_chroot_exe(path: Path) -> Path:
+    """Write the ``ansible_chroot_exe`` wrapper (``CHROOT_EXE_SH``) to ``path``; returns it."""
+    _write(path, CHROOT_EXE_SH, 0o755)
+    return path
+
+
+def ansible_inventory(hosts: "Dict[str, Chroot]", chroot_exe: Path, group: str = "cn") -> str:
+    """An INI inventory: one host per Chroot, in the given order, reached through the chroot connection."""
+    lines = [f"[{group}]"]
+    for name, ch in hosts.items():
+        lines.append(f"{name} ansible_host={ch.root} https_port={ch.https_port}")
+    lines += ["", f"[{group}:vars]", "ansible_connection=community.general.chroot",
+              f"ansible_chroot_exe={chroot_exe}", "ansible_python_interpreter=/usr/bin/python3", ""]
+    return "\n".join(lines)

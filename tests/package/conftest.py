@@ -22,3 +22,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "Apache running inside (test_lifecycle.py; first run builds the cached chroot, ~1 min; "
         "deselect with -m 'not lifecycle')",
     )
+    config.addinivalue_line(
+        "markers",
+        "fleet: rolls the package out with the Ansible playbooks of deploy/ansible across three debootstrap "
+        "chroot CN hosts (test_fleet.py, ~1-2 min; deselect with -m 'not fleet')",
+    )
