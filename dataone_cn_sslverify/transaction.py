@@ -360,9 +360,7 @@ class Transaction:
                 self.store.save_block(self.file, ac.decode(self.before)[blk.start:blk.end], blk.variant,
                                       server_name=self.assessment.server_name, backup=self.backup.id)
         except OSError as exc:
-            self.step("backup", False, f"{self.store.root}: {exc.strerror or exc}")
-            raise Abort("failed", EXIT_FAILED, f"could not write the backup in {self.store.root} ({exc.strerror or exc}); "
-                                               f"{self.file} not touched, previous configuration still active")
+            raise self._state_failure("backup", "the backup in", self.store.root, exc)
         self.step("backup", True, self.backup.file)
 
     def _journal(self, new: bytes) -> None:
@@ -375,10 +373,20 @@ class Transaction:
                 "running_before": self.running_before, "step": "journal",
             })
         except OSError as exc:
-            self.step("journal", False, f"{self.store.journal_path}: {exc.strerror or exc}")
-            raise Abort("failed", EXIT_FAILED, f"could not write the journal ({exc.strerror or exc}); "
-                                               f"{self.file} not touched, previous configuration still active")
+            raise self._state_failure("journal", "the journal", self.store.journal_path, exc)
         self.step("journal", True, self.store.journal_path)
+
+    def _state_failure(self, step: str, what: str, where: str, exc: OSError, touched: bool = False) -> Abort:
+        """The state dir could not be written (full, read-only): report and stop.
+
+        Before the vhost is touched that is the whole story (exit 1, nothing
+        changed); after it, the caller's rollback path handles the Abort.
+        """
+        why = exc.strerror or str(exc)
+        self.step(step, False, f"{where}: {why}")
+        verb = "could not" if touched else "could not write"
+        tail = "" if touched else f"; {self.file} not touched, previous configuration still active"
+        return Abort("failed", EXIT_FAILED, f"{verb} {what} {where} ({why}){tail}")
 
     def _mark(self, step: str) -> None:
         # An OSError here (state dir full: the journal is rewritten through a temp file)
@@ -390,9 +398,7 @@ class Transaction:
             j["step"] = step
             self.store.write_journal(j)
         except OSError as exc:
-            self.step("journal", False, f"{self.store.journal_path}: {exc.strerror or exc}")
-            raise Abort("failed", EXIT_FAILED, f"could not update the journal {self.store.journal_path} "
-                                               f"({exc.strerror or exc})")
+            raise self._state_failure("journal", "update the journal", self.store.journal_path, exc, touched=True)
 
     def _write(self, new: bytes) -> None:
         failpoint("write")
