@@ -2,7 +2,7 @@
 """CPU time of the tool's own work, in a fresh process, without Python's start-up or Apache's share.
 
     core_time.py file PATH REPEAT   apacheconf.parse + policy.assess of PATH (also with the cyclic GC
-                                    off), and policy.plan_apply + policy.unified_diff (what `diff` computes)
+                                    off), and policy.plan_apply + policy.patch_diff (what `diff` computes)
     core_time.py tree REPEAT        (with an instance's environment) locate.locate(): Apache's list of
                                     loaded files (the apache2ctl child's CPU is not counted), then
                                     read + parse + assess every one of them; and choose + plan + diff
@@ -42,7 +42,7 @@ def one_file(path):
         t1 = time.process_time()
         text = ac.decode(data)
         patch = policy.plan_apply(text, a)
-        policy.unified_diff(path, text, patch.apply_to(text))
+        policy.patch_diff(path, text, patch)
         t2 = time.process_time()
         del tree, a
         gc.collect()
@@ -66,7 +66,7 @@ def one_tree():
         a = locate.choose(loc)
         text = ac.decode(loc.file_of(a).data)
         patch = policy.plan_apply(text, a, paths.policy_path())
-        policy.unified_diff(a.filename, text, patch.apply_to(text))
+        policy.patch_diff(a.filename, text, patch)
         return {"locate": t1 - t0, "plan+diff": time.process_time() - t1}
     return run
 

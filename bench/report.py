@@ -402,11 +402,11 @@ def scale_reading(S: Dict[str, Any]) -> str:
           f"{fg['status: peak RSS (tool)']['fit_b'] * 1000:.0f} KiB of peak RSS per 1,000 lines (the lossless tree "
           f"keeps objects per line plus its tokens), {mib(big['maxrss_kib']['status']['median'])} MiB at 100k lines; "
           f"in vhost count the tool's memory hardly moves (each file is parsed and dropped) while Apache's grows "
-          f"{tg['-t -D DUMP_INCLUDES: peak RSS']['fit_b']:.0f} KiB per vhost. The diff step is the one that bends: "
-          f"plan + unified diff has exponent {exp_s(fg['core plan+diff (in-process CPU)'])} "
+          f"{tg['-t -D DUMP_INCLUDES: peak RSS']['fit_b']:.0f} KiB per vhost. The diff step (plan + "
+          f"`policy.patch_diff`, difflib over the block and its context only) has exponent "
+          f"{exp_s(fg['core plan+diff (in-process CPU)'])} "
           f"({ms(big['core_seconds']['plan+diff'])} ms CPU at 100k lines against "
-          f"{ms(big['core_seconds']['parse+assess'])} ms for parse + assess), because `policy.unified_diff` runs "
-          f"difflib over the whole file although the change is one known splice. "
+          f"{ms(big['core_seconds']['parse+assess'])} ms for parse + assess). "
           f"On the 1,000-vhost tree `status` takes {t1000['seconds']['status']['median']:.3f} s wall "
           f"({t1000['own_cpu']['status']['median']:.3f} s CPU in the tool, "
           f"{t1000['children_cpu']['status']['median']:.3f} s in Apache's `-t -D DUMP_INCLUDES`, which takes "
@@ -440,24 +440,23 @@ def problems(doc: Dict[str, Any]) -> str:
               f"`configtest` only when `--vhost` skips the dump. Saves one Apache parse per transaction "
               f"(~{ms(ct / 2)} ms here; proportional to config size on a CN).\n")
         n += 1
-        s += (f"{n}. **`sh` sourcing `envvars` on every is-running check (apachectl.py `pid_file` -> `_envvar`).** "
-              f"`is_running()`/`master_pid()` are called 3-4 times per apply and each spawns `sh` to source "
-              f"`envvars` ({ms(sh)} ms in all per apply, {ms(_bd(o, 'status', 'sh: source envvars for the pid file (apachectl._envvar)'))} ms "
-              f"in `status`). Fix: memoise `_envvar(name)` for the process (`functools.lru_cache`); the file "
-              f"does not change during a run.\n")
-        n += 1
+        if sh > 0.003:  # memoised per process since the first run of this benchmark
+            s += (f"{n}. **`sh` sourcing `envvars` (apachectl.py `_envvar`).** {ms(sh)} ms per apply. Fix: read "
+                  f"each variable once per process.\n")
+            n += 1
         pr = _bd(o, "apply", "probe: live TLS clients")
         calls, rows_n = _bd(o, "apply", "_probe_calls"), _bd(o, "apply", "_probe_rows")
         if calls and pr > 0.05:
             s += (f"{n}. **The live probe is the largest single cost of `apply`/`revert` (transaction.py "
                   f"`_probe_before` + `_probe` -> probe.py `probe_matrix`).** It runs the client matrix "
                   f"{calls:.0f} times per transaction ({rows_n / calls:.0f} rows each, one TLS connection per row, "
-                  f"one after the other): {ms(pr)} ms of the {ms(o['breakdown']['apply']['_total'])} ms in-process "
+                  f"6 at a time): {ms(pr)} ms of the {ms(o['breakdown']['apply']['_total'])} ms in-process "
                   f"total; `apply` with the probe is {o['apply_ratio']['apply']:.2f}x the floor, without it "
-                  f"{o['apply_ratio']['apply --no-probe']:.2f}x. Fix: probe the rows concurrently (a small thread "
-                  f"pool: each row is an independent connection and `ssl` releases the GIL during handshakes and "
-                  f"reads), and take the *before* picture only for the rows the gate compares (or run it "
-                  f"concurrently with `configtest`, which does not touch the live server).\n")
+                  f"{o['apply_ratio']['apply --no-probe']:.2f}x. The rows already run 6 at a time "
+                  f"(`probe.MATRIX_CONCURRENCY`); what is left: take the *before* picture only for the rows the "
+                  f"gate compares, or run it concurrently with `configtest`, which does not touch the live server. "
+                  f"On a real CN the floor (a config test and a reload of a much larger configuration) is larger "
+                  f"while the probe's cost stays the same, so the ratio there is lower than on this small harness.\n")
             n += 1
         s += (f"{n}. **`status`/`diff` import the probe stack (cli.py and transaction.py import `probe` at module "
               f"level).** Importing the package costs {ms(imp)} ms over a bare interpreter, everything but `probe` "
@@ -465,7 +464,7 @@ def problems(doc: Dict[str, Any]) -> str:
               f"import `probe` inside `cmd_probe` and `Transaction._probe` (and `transaction` inside the "
               f"transaction commands).\n")
         n += 1
-    if S:
+    if S and _superlinear(S["files_growth"]["core plan+diff (in-process CPU)"]):
         big = S["files"]["100000"]
         fg = S["files_growth"]
         s += (f"{n}. **`diff` is superlinear (policy.py `unified_diff`).** It runs `difflib.unified_diff` over the "
@@ -516,3 +515,9 @@ def render(doc: Dict[str, Any]) -> str:
           "* `bench/common.py` -- shared helpers (the tool's command line, timing, machine facts)\n"
           "* `bench/report.py` -- this report\n")
     return s
+
+
+def _superlinear(growth: dict) -> bool:
+    """Is a growth fit's exponent above the goal's 1.2 (None or noise: not shown as a problem)?"""
+    e = growth.get("exponent")
+    return isinstance(e, (int, float)) and e > 1.2
