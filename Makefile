@@ -8,7 +8,7 @@ VENV        := .venv
 # Debian packages the test suite and the demo need (installed only if missing).
 APT_TEST    := apache2 curl openssl ca-certificates python3 python3-pytest python3-hypothesis \
                python3-debian python3-venv python3-setuptools \
-               python3-requests default-jdk-headless golang-go
+               python3-requests default-jdk-headless golang-go patch e2fsprogs
 # (the last three are real clients for tests/integration/test_matrix.py: python-requests, OpenJDK
 #  HttpClient and Go net/http checked against their probe profiles; ~15 s to install golang-go)
 APT_DEMO    := apache2 curl openssl python3
