@@ -171,6 +171,15 @@ def _systemd_unit() -> Optional[str]:
     return None
 
 
+def _unit_active(unit: str) -> bool:
+    try:
+        p = subprocess.run(["systemctl", "is-active", "--quiet", unit], env=environment(),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return p.returncode == 0
+
+
 def _children(pid: int) -> Dict[int, int]:
     """Child pid -> start time (clock ticks since boot)."""
     out = {}
@@ -204,13 +213,16 @@ def graceful(wait: float = 30.0) -> Reload:
         return Reload(True, "skipped", "Apache is not running; the change takes effect at its next start")
     before = set(_children(pid))
     unit = _systemd_unit()
-    if unit:
+    if unit and _unit_active(unit):
         argv = ["systemctl", "reload", unit]
-        p = subprocess.run(argv, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL, timeout=120)
-        res = Result(p.returncode == 0, p.stdout.decode("utf-8", "replace"), argv)
+        try:
+            p = subprocess.run(argv, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, timeout=120)
+            res = Result(p.returncode == 0, p.stdout.decode("utf-8", "replace"), argv)
+        except subprocess.TimeoutExpired:
+            res = Result(False, f"{' '.join(argv)}: timed out after 120s", argv)
         how = "systemd"
-    else:
+    else:  # no systemd, or an Apache started outside its unit (systemctl would refuse to reload it)
         res = run(["graceful"])
         how = "graceful"
     if not res.ok:
@@ -282,3 +294,45 @@ def service_action_allowed(action: str = "reload", service: str = "apache2") -> 
     if rc == 106:
         return False, f"{helper} asks for {said or 'another action'} instead of {action} of {service} (exit 106)"
     return False, f"{helper} {service} {action}: unexpected exit status {rc}" + (f" ({said})" if said else "")
+
+
+# --- Where the server listens (for the live check) ------------------------------
+
+
+def listening_addresses(port: int) -> List[str]:
+    """Local addresses with a TCP socket listening on port (Linux /proc/net/tcp{,6}), in order.
+
+    The live check must reach the vhost from this host: ``*:443`` says
+    nothing about where Apache listens (``Listen 10.1.2.3:443`` is common on
+    multi-homed CNs). A wildcard listener is reached through loopback.
+    """
+    out: List[str] = []
+    for path, family in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 6)):
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != "0A":  # 0A: LISTEN
+                continue
+            hexaddr, hexport = fields[1].split(":")
+            if int(hexport, 16) != port:
+                continue
+            addr = _proc_addr(hexaddr, family)
+            if addr in ("0.0.0.0", "::"):
+                addr = "127.0.0.1" if family == 4 else "::1"
+            if addr not in out:
+                out.append(addr)
+    return out
+
+
+def _proc_addr(hexaddr: str, family: int) -> str:
+    """/proc/net/tcp's address notation: 32-bit words in host (little-endian) byte order."""
+    import ipaddress
+    import struct
+
+    words = [int(hexaddr[i:i + 8], 16) for i in range(0, len(hexaddr), 8)]
+    raw = b"".join(struct.pack("<I", w) for w in words)
+    return str(ipaddress.IPv4Address(raw) if family == 4 else ipaddress.IPv6Address(raw))

@@ -339,3 +339,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         out.line(f"refused: {exc}")
         out.document({"result": "refused", "error": str(exc)})
         return EXIT_REFUSED
+    except Exception as exc:  # a bug: say honestly what state things are in
+        journal = Store(paths.state_dir()).journal_path
+        out.line(f"error: internal error: {type(exc).__name__}: {exc}")
+        if os.path.exists(journal):
+            out.line(f"error: a change was under way ({journal}); run `dataone-cn-sslverify status` to put the "
+                     "previous configuration back (it recovers from the journal), then report this")
+            out.document({"result": "unrestored", "error": repr(exc)})
+            return EXIT_UNRESTORED
+        out.line("error: nothing was changed")
+        out.document({"result": "refused", "error": repr(exc)})
+        return EXIT_REFUSED

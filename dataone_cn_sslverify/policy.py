@@ -335,16 +335,34 @@ def _server_name(vhost: ac.Section) -> Optional[str]:
     return None
 
 
+#: Sections that only decide *whether* their content is read (not where it applies): a
+#: block inside them is still a vhost-level block, e.g. `<IfModule mod_ssl.c>` in the vhost.
+CONDITIONALS = ("ifmodule", "ifdefine", "ifversion", "iffile", "ifdirective", "ifsection")
+
+
+def _containers(vhost: ac.Section) -> List[ac.Section]:
+    """The vhost and the conditional sections nested in it (recursively), in file order."""
+    out = [vhost]
+    for c in vhost.children:
+        if isinstance(c, ac.Section) and c.key in CONDITIONALS:
+            out.extend(_containers(c))
+    return out
+
+
 def assess_vhost(vhost: ac.Section, filename: str) -> Assessment:
     """Decide the state of one SSL vhost. Never raises: refusals carry a reason."""
     a = Assessment(filename=filename, line=vhost.open.lineno, server_name=_server_name(vhost), addresses=list(vhost.args), state="absent")
-    children = vhost.children
+    containers = _containers(vhost)
     try:
-        managed = _managed_block(children, filename)
+        found = [m for m in (_managed_block(c.children, filename) for c in containers) if m is not None]
+        if len(found) > 1:
+            raise PolicyError(f"{filename}:{found[1].first_line}: the {PACKAGE} managed block appears "
+                              f"{len(found)} times in one vhost (edited by hand?)")
     except PolicyError as exc:
         a.state, a.variant, a.reason = "unrecognised", None, str(exc)
         return a
-    runs = _runs(children)
+    managed = found[0] if found else None
+    runs = [run for c in containers for run in _runs(c.children)]
     if managed is not None:
         a.state, a.variant, a.block = "applied", "managed", managed
         for run in runs:

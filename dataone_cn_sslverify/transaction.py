@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import signal
 import syslog
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -70,10 +71,18 @@ class Abort(Exception):
         self.result, self.code, self.message = result, code, message
 
 
+_FAILPOINT_SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "hup": signal.SIGHUP, "int": signal.SIGINT}
+
+
 def failpoint(step: str) -> None:
-    """Test hook: SIGKILL ourselves at step (a real crash, not a simulated one)."""
-    if os.environ.get("DATAONE_CN_SSLVERIFY_FAILPOINT") == f"kill:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
+    """Test hook: send ourselves a real signal at step (``kill:STEP``, ``term:STEP``, ``hup:STEP``, ``int:STEP``).
+
+    A crash (SIGKILL) or an interruption (an operator's Ctrl-C, a dropped ssh
+    session) at a deterministic point, by real means rather than a simulation.
+    """
+    kind, _, at = os.environ.get("DATAONE_CN_SSLVERIFY_FAILPOINT", "").partition(":")
+    if at == step and kind in _FAILPOINT_SIGNALS:
+        os.kill(os.getpid(), _FAILPOINT_SIGNALS[kind])
 
 
 def log_syslog(message: str, ok: bool) -> None:
@@ -98,6 +107,10 @@ def probe_target(a: policy.Assessment) -> Tuple[str, int, str]:
         if h not in ("*", "_default_", ""):
             host = h.strip("[]")
         break
+    if host == "127.0.0.1":  # a wildcard vhost: go where Apache really listens on that port
+        listening = apachectl.listening_addresses(port)
+        if listening and "127.0.0.1" not in listening:
+            host = listening[0]
     sni = (a.server_name or host).split(":")[0]
     return host, port, sni
 
@@ -153,6 +166,7 @@ class Transaction:
         self.before_matrix: Optional[List[probe.ProbeResult]] = None
         self.snippet_mode = False  # apply on an applied vhost whose policy snippet was edited
         self.new: Optional[bytes] = None
+        self.config_error = ""  # what `apache2ctl configtest` said before the change, if it failed
 
     # -- reporting ------------------------------------------------------------
     def step(self, name: str, ok: bool, detail: str) -> None:
@@ -168,6 +182,7 @@ class Transaction:
 
     # -- the transaction ------------------------------------------------------
     def run(self) -> Outcome:
+        previous = _raise_on_hangup()
         try:
             self._lock()
             try:
@@ -179,6 +194,8 @@ class Transaction:
                 self.store.unlock()
         except Abort as exc:
             return self._outcome(exc.result, exc.code, exc.message)
+        finally:
+            _restore_handlers(previous)
 
     def _lock(self) -> None:
         failpoint("lock")
@@ -194,21 +211,35 @@ class Transaction:
 
     def _run_locked(self) -> Outcome:
         failpoint("recover")
-        self._configtest_before()
+        broken = self._configtest_before()
         new = self._plan()
+        if broken is not None and not self.snippet_mode:
+            raise broken  # the configuration was broken before us: refuse, nothing changed
         if new is None:
             return self._outcome("unchanged", EXIT_OK, f"{self.file}: nothing to do")
         self.new = new
-        self._probe_before()
+        if broken is None:
+            self._probe_before()
         self._backup()
         self._journal(new)
         try:
             self._write(new)
+            if broken is not None:
+                # The edited snippet is already on disk (an operator's edit, or dpkg unpacked a
+                # new conffile) and it is what breaks the configuration: that is a failed change
+                # of ours to undo, not a broken configuration to refuse.
+                raise Abort("failed", EXIT_FAILED,
+                            f"the edited policy snippet fails `apache2ctl configtest`: {self.config_error}")
             self._configtest_after()
             self._reload()
             self._probe()
         except Abort as exc:
             return self._rollback(exc.message)
+        except BaseException as exc:  # Ctrl-C, SIGTERM/SIGHUP (see _raise_on_hangup), or a bug: never leave it half done
+            outcome = self._rollback(f"interrupted ({type(exc).__name__}: {exc})")
+            if not isinstance(exc, Exception):
+                outcome.message += " (interrupted)"
+            return outcome
         failpoint("commit")
         self.store.clear_journal()
         if self.op == "revert":
@@ -228,16 +259,23 @@ class Transaction:
             self.step("commit", True, f"could not record {snippet} in {self.store.root} ({exc.strerror}); "
                                       "the next apply reloads once more")
 
-    def _configtest_before(self) -> None:
+    def _configtest_before(self) -> Optional[Abort]:
+        """Test the configuration as it is now; the refusal to raise if it fails (None if ok).
+
+        The caller raises it unless the plan shows that the failure is an edit
+        of our own policy snippet, which the transaction then rolls back.
+        """
         failpoint("configtest-before")
         self.running_before = apachectl.is_running()
         res = apachectl.configtest()
         if not res.ok:
+            self.config_error = res.first_error
             self.step("configtest", False, f"current configuration already fails: {res.first_error}")
-            raise Abort("refused", EXIT_REFUSED,
-                        f"the current Apache configuration already fails `apache2ctl configtest` ({res.first_error}); "
-                        "fix it first; nothing changed")
+            return Abort("refused", EXIT_REFUSED,
+                         f"the current Apache configuration already fails `apache2ctl configtest` ({res.first_error}); "
+                         "fix it first; nothing changed")
         self.step("configtest", True, "current configuration ok")
+        return None
 
     def _plan(self) -> Optional[bytes]:
         """Decide the new bytes of the vhost file, or None when there is nothing to do."""
@@ -470,11 +508,22 @@ class Transaction:
 
     # -- the one rollback path ------------------------------------------------
     def _rollback(self, reason: str) -> Outcome:
+        previous = _ignore_interrupts()  # the way back must not be interrupted half-way
+        try:
+            return self._rollback_steps(reason)
+        finally:
+            _restore_handlers(previous)
+
+    def _rollback_steps(self, reason: str) -> Outcome:
         assert self.file and self.before is not None
         backup = self.backup.file if self.backup else "(none)"
         manual = manual_commands(self.file, backup)
         try:
-            if self.written:
+            try:  # the bytes on disk decide, not the flag: a failure after the rename (fsync) left them new
+                changed = read(self.file) != self.before
+            except OSError:
+                changed = True
+            if changed:
                 atomic_write(self.file, self.before)
                 self.step("rollback", True, f"{self.file} restored from {backup}")
             else:
@@ -500,6 +549,39 @@ class Transaction:
         self.store.clear_journal()
         return self._outcome("rolled-back", EXIT_FAILED,
                              f"{reason}; rolled back: the previous configuration is active again")
+
+
+class Hangup(Exception):
+    """SIGTERM or SIGHUP (an ssh session that drops) arrived during a transaction."""
+
+
+_INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _raise_on_hangup() -> Dict[int, Any]:
+    """Turn SIGTERM/SIGHUP into an exception (SIGINT already is one) so they take the rollback path."""
+    if not _on_main_thread():
+        return {}
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Hangup(signal.Signals(signum).name)
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+
+def _ignore_interrupts() -> Dict[int, Any]:
+    if not _on_main_thread():
+        return {}
+    return {sig: signal.signal(sig, signal.SIG_IGN) for sig in _INTERRUPTS}
+
+
+def _restore_handlers(previous: Dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def manual_commands(file: str, backup: str) -> str:

@@ -513,16 +513,32 @@ def test_snippet_edit_is_made_live_by_apply_and_a_bad_edit_is_rolled_back(apache
     assert generations(apache) == gens
     assert_applied_behaviour(apache)
 
-    # An edit of the right shape that Apache rejects: the configuration on disk is now broken, so
-    # apply refuses (exit 2) and changes nothing; Apache keeps serving the last loaded policy.
+    # An edit of the right shape that Apache rejects: the configuration on disk is broken by *our*
+    # file, so apply rolls it back to the snippet Apache last loaded (exit 1) and keeps the edit.
     bad = edited.replace(b"SSLVerifyDepth 10", b"SSLVerifyDepth -1")
     assert bad != edited
     policy_path.write_bytes(bad)
     r = tool(apache, "apply")
-    assert (r.code, r.doc["result"]) == (2, "refused"), r
-    assert "already fails" in r.doc["message"] and str(policy_path) in r.doc["message"], r
-    assert policy_path.read_bytes() == bad and apache.vhost_bytes() == vhost
-    assert generations(apache) == gens
+    assert (r.code, r.doc["result"]) == (1, "rolled-back"), r
+    assert "snippet fails `apache2ctl configtest`" in r.doc["message"] and "SSLVerifyDepth" in r.doc["message"], r
+    assert policy_path.read_bytes() == edited and apache.vhost_bytes() == vhost
+    assert apache.configtest().ok  # what is on disk works again ...
+    assert generations(apache) == gens  # ... and Apache was never reloaded with the bad one
     assert_applied_behaviour(apache)
+    kept = [Path(b["file"]) for b in tool(apache, "backups").doc["backups"] if b["op"] == "snippet-edit"]
+    assert any(p.read_bytes() == bad for p in kept), kept  # the operator's rejected edit is kept
     assert not journal_path(apache).exists()
     policy_path.write_bytes(edited)  # a broken config makes `apache2ctl stop` (teardown) slow
+
+
+# ------------------------------------------------------------------ 15. interrupted: Ctrl-C, ssh drop, kill
+
+
+@pytest.mark.parametrize("failpoint", ["int:reload", "term:probe", "hup:configtest"])
+def test_interrupted_apply_is_rolled_back_at_once(apache: ApacheInstance, failpoint: str) -> None:
+    """A real SIGINT/SIGTERM/SIGHUP after the write takes the rollback path before the process exits."""
+    original = apache.vhost_bytes()
+    r = tool(apache, "apply", extra_env={"DATAONE_CN_SSLVERIFY_FAILPOINT": failpoint})
+    assert (r.code, r.doc["result"]) == (1, "rolled-back"), r
+    assert "interrupted" in r.doc["message"], r
+    assert_nothing_left_changed(apache, original, r, code=1)

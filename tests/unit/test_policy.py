@@ -277,3 +277,22 @@ def test_patch_diff_equals_the_whole_file_diff(case, context):
     whole = policy.unified_diff("f", text, patch.apply_to(text), context)
     assert policy.patch_diff("f", text, patch, context) == whole
     assert whole.count("@@ -") == 1
+
+
+def test_block_inside_a_conditional_section_of_the_vhost():
+    """`<IfModule mod_ssl.c>` inside the vhost only decides whether the block is read: still the block."""
+    block = ('\t\tSSLVerifyClient none\n\t\t<Location "/cn">\n\t\t\t<If "! ( %{HTTP_USER_AGENT} =~ /webkit/i )">\n'
+             "\t\t\t\tSSLVerifyClient optional\n\t\t\t</If>\n\t\t</Location>\n\t\tSSLVerifyDepth 10\n")
+    text = ("<VirtualHost *:443>\n\tSSLEngine on\n\t<IfModule mod_ssl.c>\n" + block
+            + "\t</IfModule>\n\tSSLCertificateFile /x\n</VirtualHost>\n")
+    a = assess_text(text)
+    assert (a.state, a.variant) == ("original", "webkit-only"), a.reason
+    patch = policy.plan_apply(text, a)
+    assert patch.old == block and patch.new.startswith("\t\t# dataone-cn-sslverify: begin")
+    new = patch.apply_to(text)
+    b = assess_text(new)
+    assert b.state == "applied"
+    assert policy.plan_revert(new, b, patch.old).apply_to(new) == text
+    # the same block both inside and outside the conditional is two places: refused
+    twice = text.replace("\tSSLCertificateFile /x\n", "\tSSLVerifyClient optional\n\tSSLCertificateFile /x\n")
+    assert assess_text(twice).state == "unrecognised"
