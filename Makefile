@@ -8,14 +8,14 @@ VENV        := .venv
 # Debian packages the test suite and the demo need (installed only if missing).
 APT_TEST    := apache2 curl openssl ca-certificates python3 python3-pytest python3-hypothesis \
                python3-debian python3-venv python3-setuptools \
-               python3-requests default-jdk-headless golang-go patch e2fsprogs
+               python3-requests default-jdk-headless golang-go patch e2fsprogs python3-pyflakes
 # (the last three are real clients for tests/integration/test_matrix.py: python-requests, OpenJDK
 #  HttpClient and Go net/http checked against their probe profiles; ~15 s to install golang-go)
 APT_DEMO    := apache2 curl openssl python3
 PIP_TEST    := vermin==1.9.2
 PYTEST_ARGS ?=
 
-.PHONY: all test unit integration deps deps-demo vermin demo clean
+.PHONY: all test unit integration deps deps-demo vermin lint demo clean
 
 all: test
 
@@ -32,7 +32,11 @@ deps:
 vermin: deps
 	$(VENV)/bin/vermin --no-tips --violations --eval-annotations --backport dataclasses -t=3.8- dataone_cn_sslverify tests scripts/*.py
 
-test: deps vermin
+# Unused imports and names, undefined names (pyflakes: no style opinions).
+lint: deps
+	$(PYTHON) -m pyflakes dataone_cn_sslverify tests bench scripts/*.py
+
+test: deps vermin lint
 	PATH=$(SYSPATH) $(PYTHON) -m pytest -ra $(PYTEST_ARGS) tests
 
 unit: deps

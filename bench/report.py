@@ -298,7 +298,6 @@ def overhead_reading(o: Dict[str, Any]) -> str:
           f"(backup, saved block, journal written three times then removed, atomic write, each with fsync: {ms(store)} ms) and "
           f"the probe ({ms(probe)} ms). ")
     if o["apply_ratio"]["apply"] > GOAL_RATIO:
-        bd = o["breakdown"]["apply"]
         gr = _bd(o, "apply", "apache2ctl graceful")
         wait = max(0.0, fm - ct / 2 - gr)  # the floor's wait for the new generation
         fixed = (py + imp + probe + store + sh / 3 + _bd(o, "apply", "locate: read + parse + assess loaded files")

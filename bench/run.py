@@ -58,7 +58,6 @@ def main() -> int:
                 old = json.load(f)
             if not old.get("quick"):
                 doc["parts"] = old.get("parts", {})
-        t_all = time.monotonic()
         for part in parts:
             print(f"bench: {part} ...", file=sys.stderr, flush=True)
             t0 = time.monotonic()

@@ -24,8 +24,6 @@ import json
 import math
 import os
 import subprocess
-import sys
-import time
 from typing import Any, Dict, List, Tuple
 
 from common import (PYTHON, REPO, ApacheInstance, loadavg, new_root, remove_root, run_measured, shown, summary,
