@@ -225,6 +225,14 @@ def _runs(children: Sequence[ac.Node]) -> List[List[ac.Node]]:
     return runs
 
 
+def _mandatory_only(run: Sequence[ac.Node]) -> bool:
+    """A run of plain directives that asks nobody *optionally*: only `require` and/or SSLVerifyDepth."""
+    items = [n for n in run if not isinstance(n, (ac.Blank, ac.Comment))]
+    if not items or not all(isinstance(n, ac.Directive) for n in items):
+        return False
+    return all(v == "require" for v in _verify_values(items))
+
+
 def _verify_values(nodes: Sequence[ac.Node]) -> List[str]:
     return [(n.args[0].lower() if n.args else "") for n in nodes if isinstance(n, ac.Directive) and n.key == "sslverifyclient"]
 
@@ -363,6 +371,19 @@ def assess_vhost(vhost: ac.Section, filename: str) -> Assessment:
         return a
     managed = found[0] if found else None
     runs = [run for c in containers for run in _runs(c.children)]
+    # Vhost-level `SSLVerifyClient require` (or a lone SSLVerifyDepth) is another policy -- every
+    # client must present a certificate -- not the /cn block this tool manages: an admin vhost
+    # next to the CN must not make the CN ambiguous, nor be taken for it.
+    others = [r for r in runs if _mandatory_only(r)]
+    runs = [r for r in runs if not _mandatory_only(r)]
+    for r in others:
+        items = [n for n in r if not isinstance(n, (ac.Blank, ac.Comment))]
+        note = (f"{filename}:{_lines(items)}: vhost-level {' + '.join(n.name + ' ' + ' '.join(n.args) for n in items)}"  # type: ignore[attr-defined]
+                " is not a CN client-verification block; left alone")
+        if runs or managed is not None:
+            a.warnings.append(note)
+        elif a.reason is None:
+            a.reason = note
     if managed is not None:
         a.state, a.variant, a.block = "applied", "managed", managed
         for run in runs:
@@ -371,6 +392,8 @@ def assess_vhost(vhost: ac.Section, filename: str) -> Assessment:
         return a
     if not runs:
         nested = [n for n in vhost.walk() if isinstance(n, ac.Directive) and n.key == "sslverifyclient"]
+        if a.reason is not None:
+            return a
         if not nested:
             a.reason = f"{filename}:{a.line}: no client-verification block in this vhost"
         else:

@@ -749,3 +749,24 @@ def test_directive_case_and_quoting_are_recognised(apache_instance_factory: Call
     assert added == managed_lines("\t", "\n", inst.policy_path)
     ok, output = swap_in_configtest(inst, apply_with_patch(data, d.out, tmp_path / "patch"))
     assert ok, output
+
+
+def test_an_admin_vhost_requiring_certificates_does_not_hide_the_cn(
+        apache_instance_factory: Callable[..., ApacheInstance]) -> None:
+    """A second SSL vhost with vhost-level `SSLVerifyClient require` is another policy: the CN is still found."""
+    inst = apache_instance_factory("webkit-only")
+    port = free_port()
+    pki = inst.pki
+    admin = (b"Listen 127.0.0.1:%d\n<VirtualHost *:%d>\n\tServerName admin.dataone.test\n\tSSLEngine on\n"
+             b"\tSSLVerifyClient require\n\tSSLVerifyDepth 2\n\tSSLCertificateFile %s\n\tSSLCertificateKeyFile %s\n"
+             b"\tSSLCACertificateFile %s\n</VirtualHost>\n"
+             % (port, port, str(pki.server_cert).encode(), str(pki.server_key).encode(), str(pki.ca_cert).encode()))
+    site = enable_site(inst, "admin-ssl", admin)
+    assert inst.configtest().ok, inst.configtest().output
+    st = tool(inst, "status", as_json=True)
+    assert st.rc == 0, st
+    states = {v["server_name"]: v["state"] for v in st.json()["vhosts"]}
+    assert states == {"cn.dataone.test": "original:webkit-only", "admin.dataone.test": "absent"}, st
+    d = tool(inst, "diff")
+    assert d.rc == 0 and d.out.startswith("--- %s\n" % real(inst)), d
+    assert site.read_bytes() == admin

@@ -151,7 +151,6 @@ def test_browser_list_with_extra_words_is_superseded():
 
 REFUSED = [
     ("SSLVerifyClient optional_no_ca\nSSLVerifyDepth 10\n", "SSLVerifyClient optional_no_ca"),
-    ("SSLVerifyClient require\n", "SSLVerifyClient require"),
     ('SSLVerifyClient none\n<Location "/cn">\nSSLRenegBufferSize 10000000\n<If "! (%{HTTP_USER_AGENT} =~ /webkit/i)">\n'
      "SSLVerifyClient optional\n</If>\n</Location>\n", "holds more than"),
     ('SSLVerifyClient none\n<Location "/cn">\n<If "! (%{HTTP_USER_AGENT} =~ /(chrome|firefox)/i)">\n'
@@ -160,7 +159,8 @@ REFUSED = [
      "SSLVerifyClient optional\n</If>\n</Location>\n", "case-insensitive"),
     ('<If "%{REMOTE_ADDR} == \'1.2.3.4\'">\nSSLVerifyClient none\n</If>\n<Else>\nSSLVerifyClient optional\n</Else>\n',
      "not a User-Agent match"),
-    ("SSLVerifyClient optional\nSSLCertificateFile /x\nSSLVerifyDepth 10\n", "split into 2 places"),
+    ('SSLVerifyClient none\nSSLCertificateFile /x\n<Location "/cn">\n<If "! (%{HTTP_USER_AGENT} =~ /webkit/i)">\n'
+     "SSLVerifyClient optional\n</If>\n</Location>\n", "split into 2 places"),
     ("SSLVerifyClient optional\nSSLVerifyDepth 10\nSSLVerifyDepth 5\n", "appears 2 times"),
     (f"{policy.BEGIN_MARK}\nInclude /etc/dataone/apache2/cn-sslverify.conf\nSSLVerifyClient optional\n{policy.END_MARK}\n",
      "edited by hand"),
@@ -296,3 +296,24 @@ def test_block_inside_a_conditional_section_of_the_vhost():
     # the same block both inside and outside the conditional is two places: refused
     twice = text.replace("\tSSLCertificateFile /x\n", "\tSSLVerifyClient optional\n\tSSLCertificateFile /x\n")
     assert assess_text(twice).state == "unrecognised"
+
+
+@pytest.mark.parametrize("body", ["SSLVerifyClient require\nSSLVerifyDepth 5\n", "SSLVerifyDepth 3\n",
+                                  "sslverifyclient REQUIRE\n"])
+def test_mandatory_client_auth_is_another_policy_not_a_cn_block(body):
+    """An admin vhost that requires certificates from everyone is neither a candidate nor a refusal."""
+    text = f"<VirtualHost *:443>\nServerName admin\nSSLEngine on\n{body}</VirtualHost>\n"
+    a = assess_text(text, "/etc/apache2/sites-available/admin.conf")
+    assert a.state == "absent" and a.block is None
+    assert a.reason.startswith("/etc/apache2/sites-available/admin.conf:4") and "left alone" in a.reason
+    with pytest.raises(policy.PolicyError):
+        policy.plan_apply(text, a)
+
+
+def test_stray_mandatory_directive_beside_the_block_is_a_warning_not_a_split():
+    text = fixture("webkit-only").replace("\tSSLEngine on\n", "\tSSLEngine on\n\tSSLVerifyDepth 3\n")
+    a = assess_text(text)
+    assert (a.state, a.variant) == ("original", "webkit-only"), a.reason
+    assert any("SSLVerifyDepth 3" in w and "left alone" in w for w in a.warnings), a.warnings
+    patch = policy.plan_apply(text, a)
+    assert "SSLVerifyDepth 3" not in patch.old
