@@ -16,9 +16,11 @@ Rules that keep a production server up:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
+import struct
 import subprocess
 import time
 from dataclasses import dataclass
@@ -330,9 +332,6 @@ def listening_addresses(port: int) -> List[str]:
 
 def _proc_addr(hexaddr: str, family: int) -> str:
     """/proc/net/tcp's address notation: 32-bit words in host (little-endian) byte order."""
-    import ipaddress
-    import struct
-
     words = [int(hexaddr[i:i + 8], 16) for i in range(0, len(hexaddr), 8)]
     raw = b"".join(struct.pack("<I", w) for w in words)
     return str(ipaddress.IPv4Address(raw) if family == 4 else ipaddress.IPv6Address(raw))

@@ -17,10 +17,9 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from dataone_cn_sslverify import apacheconf as ac
-from dataone_cn_sslverify import policy
 from dataone_cn_sslverify import probe as P
 from harness import ApacheInstance, Pki
+from harness.changes import patch_applied, set_tls12_only
 
 pytestmark = pytest.mark.integration
 
@@ -66,21 +65,6 @@ def ids(doc: Dict[str, Any], severity: str) -> List[str]:
 
 def hazard(doc: Dict[str, Any], hid: str) -> Dict[str, Any]:
     return next(h for h in doc["hazards"] if h["id"] == hid)
-
-
-def patch_applied(inst: ApacheInstance) -> None:
-    """The change as `apply` writes it (computed with `policy`, without the transaction)."""
-    text = ac.decode(inst.vhost_bytes())
-    a = policy.assess(ac.parse(text, str(inst.vhost_path)), str(inst.vhost_path))[0]
-    inst.write_vhost(ac.encode(policy.plan_apply(text, a, str(inst.policy_path)).apply_to(text)))
-
-
-def set_tls12_only(inst: ApacheInstance, on: bool = True) -> None:
-    """The documented opt-in: uncomment `SSLProtocol -all +TLSv1.2` in the policy snippet (or comment it again)."""
-    text = inst.policy_path.read_text()
-    a, b = "#SSLProtocol -all +TLSv1.2", "SSLProtocol -all +TLSv1.2"
-    assert (a if on else b) in text, "conf/cn-sslverify.conf lost its documented TLS 1.2 setting"
-    inst.policy_path.write_text(text.replace(a, b) if on else text.replace("\n" + b, "\n" + a))
 
 
 def graceful(inst: ApacheInstance) -> None:

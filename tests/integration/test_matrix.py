@@ -36,10 +36,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
-from dataone_cn_sslverify import apacheconf as ac
-from dataone_cn_sslverify import policy
 from dataone_cn_sslverify import probe as P
 from harness import ApacheInstance, Pki
+from harness.changes import patch_applied, set_tls12_only
 from harness.instance import REPO_ROOT, SAFE_PATH
 
 pytestmark = pytest.mark.integration
@@ -90,21 +89,6 @@ def expected_verified(how: Optional[str], status: Optional[int], cert: bool) -> 
 
 
 # ---------------------------------------------------------------- fixtures
-
-
-def patch_applied(inst: ApacheInstance) -> None:
-    """The change as `apply` writes it: the block replaced by the marked Include of the policy snippet."""
-    text = ac.decode(inst.vhost_bytes())
-    a = policy.assess(ac.parse(text, str(inst.vhost_path)), str(inst.vhost_path))[0]
-    inst.write_vhost(ac.encode(policy.plan_apply(text, a, str(inst.policy_path)).apply_to(text)))
-
-
-def set_tls12_only(inst: ApacheInstance, on: bool = True) -> None:
-    """The documented opt-in: uncomment `SSLProtocol -all +TLSv1.2` in the policy snippet."""
-    text = inst.policy_path.read_text()
-    a, b = "#SSLProtocol -all +TLSv1.2", "SSLProtocol -all +TLSv1.2"
-    assert (a if on else b) in text, "conf/cn-sslverify.conf lost its documented TLS 1.2 setting"
-    inst.policy_path.write_text(text.replace(a, b) if on else text.replace("\n" + b, "\n" + a))
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,14 @@ needs no pytest.ini.
 
 from __future__ import annotations
 
+import os
+import subprocess
+from pathlib import Path
+
 import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -27,3 +34,16 @@ def pytest_configure(config: pytest.Config) -> None:
         "fleet: rolls the package out with the Ansible playbooks of deploy/ansible across three debootstrap "
         "chroot CN hosts (test_fleet.py, ~1-2 min; deselect with -m 'not fleet')",
     )
+
+
+@pytest.fixture(scope="session")
+def our_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Our .deb, built once per session from this tree by scripts/build-deb (or $DATAONE_CN_SSLVERIFY_DEB)."""
+    given = os.environ.get("DATAONE_CN_SSLVERIFY_DEB")
+    if given:
+        return Path(given).resolve()
+    out = tmp_path_factory.mktemp("our-deb")
+    p = subprocess.run(["sh", str(REPO_ROOT / "scripts" / "build-deb"), "--out", str(out / "build")],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"PATH": SYSTEM_PATH, "HOME": "/root"})
+    assert p.returncode == 0, "scripts/build-deb failed:\n" + p.stderr.decode(errors="replace")[-4000:]
+    return Path(p.stdout.decode().strip().splitlines()[-1])

@@ -62,17 +62,10 @@ def _apt_ensure(*packages: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def debs(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+def debs(tmp_path_factory: pytest.TempPathFactory, our_deb: Path) -> Dict[str, Path]:
     _apt_ensure("debootstrap", "dpkg-dev", "curl", "ansible")
     out = tmp_path_factory.mktemp("fleet-debs")
-    given = os.environ.get("DATAONE_CN_SSLVERIFY_DEB")
-    if given:
-        ours = Path(given).resolve()
-    else:
-        p = subprocess.run(["sh", str(REPO_ROOT / "scripts" / "build-deb"), "--out", str(out / "build")],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"PATH": C.SYSTEM_PATH, "HOME": "/root"})
-        assert p.returncode == 0, "scripts/build-deb failed:\n" + p.stderr.decode(errors="replace")[-4000:]
-        ours = Path(p.stdout.decode().strip().splitlines()[-1])
+    ours = our_deb
     # python3-apt for the chroots, from the Debian mirror, cached next to the chroot cache.
     cache = C.CACHE_DIR / "fleet-debs"
     cache.mkdir(parents=True, exist_ok=True)

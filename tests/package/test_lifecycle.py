@@ -185,17 +185,10 @@ def base_tree(suite: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def debs(tmp_path_factory: pytest.TempPathFactory) -> Debs:
+def debs(tmp_path_factory: pytest.TempPathFactory, our_deb: Path) -> Debs:
     """Our .deb built from this tree (or $DATAONE_CN_SSLVERIFY_DEB), its repacked upgrades, the stand-ins."""
     out = tmp_path_factory.mktemp("debs")
-    given = os.environ.get("DATAONE_CN_SSLVERIFY_DEB")
-    if given:
-        ours = Path(given).resolve()
-    else:
-        p = subprocess.run(["sh", str(REPO_ROOT / "scripts" / "build-deb"), "--out", str(out / "build")],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"PATH": C.SYSTEM_PATH, "HOME": "/root"})
-        assert p.returncode == 0, "scripts/build-deb failed:\n" + p.stderr.decode(errors="replace")[-4000:]
-        ours = Path(p.stdout.decode().strip().splitlines()[-1])
+    ours = our_deb
     version = C.deb_field(ours, "Version")
     up, up_conf = version + "+lc1", version + "+lc2"
 
