@@ -8,14 +8,17 @@ VENV        := .venv
 # Debian packages the test suite and the demo need (installed only if missing).
 APT_TEST    := apache2 curl openssl ca-certificates python3 python3-pytest python3-hypothesis \
                python3-debian python3-venv python3-setuptools \
-               python3-requests default-jdk-headless golang-go patch e2fsprogs python3-pyflakes
+               python3-requests default-jdk-headless golang-go patch e2fsprogs python3-pyflakes \
+               chromium firefox-esr libnss3-tools
 # (the last three are real clients for tests/integration/test_matrix.py: python-requests, OpenJDK
-#  HttpClient and Go net/http checked against their probe profiles; ~15 s to install golang-go)
+#  HttpClient and Go net/http checked against their probe profiles; ~15 s to install golang-go;
+#  chromium, firefox-esr and libnss3-tools (certutil) are the real browsers of
+#  tests/integration/test_browsers.py, `make browsers` runs only those)
 APT_DEMO    := apache2 curl openssl python3
 PIP_TEST    := vermin==1.9.2
 PYTEST_ARGS ?=
 
-.PHONY: all test unit integration deps deps-demo vermin lint demo clean
+.PHONY: all test unit integration browsers deps deps-demo vermin lint demo clean
 
 all: test
 
@@ -44,6 +47,10 @@ unit: deps
 
 integration: deps
 	PATH=$(SYSPATH) $(PYTHON) -m pytest -ra tests/integration
+
+# Real Chromium and Firefox ESR (headless) against the harness CN: the MetacatUI CORS call (docs/browsers.md).
+browsers: deps
+	PATH=$(SYSPATH) $(PYTHON) -m pytest -ra -m browser $(PYTEST_ARGS) tests/integration/test_browsers.py
 
 # Throwaway Apache with a realistic CN vhost in .demo/: status, the diff, apply, probe, revert.
 demo: deps-demo

@@ -31,6 +31,10 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "integration: runs a real Apache 2.4 on 127.0.0.1 with real clients (curl, openssl, Python ssl)",
     )
+    config.addinivalue_line(
+        "markers",
+        "browser: drives Debian's headless chromium and firefox-esr against the harness CN (run alone: -m browser)",
+    )
 
 
 @pytest.hookimpl(hookwrapper=True)
