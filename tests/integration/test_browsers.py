@@ -355,3 +355,15 @@ def test_every_cell_observed(lab: Lab) -> None:
                 cell = lab.observe(browser, server, tls)
                 assert cell.report is not None and cell.lines, cell.describe()
     print("\n" + render_matrix(lab))
+
+
+@pytest.mark.parametrize("browser,client_id,name", [("chromium", "browser-chrome", "Chromium"),
+                                                    ("firefox-esr", "browser-firefox", "Firefox ESR")])
+def test_catalogue_names_the_browser_version_it_was_checked_against(lab: Lab, browser: str, client_id: str,
+                                                                    name: str) -> None:
+    """clients.py says "checked against real <browser> N": N must be the major version these tests just ran."""
+    major = lab.versions[browser].split()[-1].split(".")[0]
+    claim = C.get_client(client_id).validated
+    assert claim.startswith("%s %s " % (name, major)), (
+        "clients.py %s says it was checked against %r but the tests ran %s: rerun `make browsers`, "
+        "then update the row's validated= text (and README, docs/browsers.md)" % (client_id, claim, lab.versions[browser]))

@@ -85,7 +85,9 @@ class TestCatalogue:
         assert by["api-curl"].pha and by["api-python-requests"].pha and by["api-d1-python"].pha
         assert dict(by["browser-metacatui-xhr"].headers)["Origin"] == "https://search.dataone.org"
         # every profile says how its behaviour is known
-        assert "behavioural profile, not a real binary" in by["browser-chrome"].behaviour
+        assert "behavioural profile, not a real binary" in by["browser-safari-macos"].behaviour
+        assert "checked against real Chromium" in by["browser-chrome"].behaviour
+        assert "checked against real Firefox ESR" in by["browser-firefox"].behaviour
         assert "checked against real OpenJDK 17" in by["api-java-httpclient"].behaviour
         assert "not installed" in by["api-r-httr"].behaviour
 
