@@ -81,7 +81,7 @@ class Cell:
         how = sorted({ln.asked for ln in self.lines if ln.asked})
         if self.server == "plain-optional":
             how = ["handshake (vhost-level optional)"] + how
-        return ", ".join(how) or "no"
+        return " / ".join(how) or "no"
 
     def ah(self) -> List[str]:
         out: List[str] = []
