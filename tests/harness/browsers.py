@@ -255,6 +255,7 @@ def run_browser(
     timeout: float = 45,
     prefs: Optional[Dict[str, object]] = None,
     user_agent: Optional[str] = None,
+    trust_ca: bool = True,
 ) -> BrowserRun:
     """Load ``url`` in a fresh headless ``browser`` and wait (at most ``timeout`` s) for the page's report.
 
@@ -271,12 +272,14 @@ def run_browser(
     (work / "profile").mkdir()
     try:
         if browser == "chromium":
-            _trust_ca(work / "home" / ".pki" / "nssdb", ca_cert)
+            if trust_ca:
+                _trust_ca(work / "home" / ".pki" / "nssdb", ca_cert)
             argv = _chromium_argv(work, url, host)
             if user_agent is not None:
                 argv.insert(-1, "--user-agent=%s" % user_agent)
         else:
-            _trust_ca(work / "profile", ca_cert)
+            if trust_ca:
+                _trust_ca(work / "profile", ca_cert)
             all_prefs = dict(_FIREFOX_PREFS)
             all_prefs.update(prefs or {})
             if user_agent is not None:

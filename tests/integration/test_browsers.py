@@ -149,7 +149,8 @@ class Lab:
         return self.servers[key]
 
     def observe(self, browser: str, server: str, tls: str, variant: str = "",
-                user_agent: Optional[str] = None, prefs: Optional[Dict[str, object]] = None) -> Cell:
+                user_agent: Optional[str] = None, prefs: Optional[Dict[str, object]] = None,
+                trust_ca: bool = True) -> Cell:
         """Run the page once in ``browser`` against ``server``/``tls`` (cached per cell)."""
         key = (browser, server, tls, variant)
         if key in self.cells:
@@ -163,7 +164,7 @@ class Lab:
         t0 = time.monotonic()
         with OriginServer(target) as origin:
             run = B.run_browser(browser, origin.url, inst.server_name, self.pki.ca_cert, origin.wait_report,
-                                timeout=RUN_TIMEOUT, prefs=prefs, user_agent=user_agent)
+                                timeout=RUN_TIMEOUT, prefs=prefs, user_agent=user_agent, trust_ca=trust_ca)
         self.seconds += time.monotonic() - t0
         with open(str(log_path), "rb") as f:
             f.seek(log_from)
@@ -312,6 +313,18 @@ def test_firefox_with_its_pha_pref_is_asked_post_handshake(lab: Lab) -> None:
     assert cell.browser_asked is True, cell.describe()
     assert all(ln.asked == "post-handshake" and ln.status == 200 for ln in cell.lines), cell.describe()
     _assert_cors_succeeded(cell)
+
+
+@pytest.mark.parametrize("browser", B.BROWSERS)
+def test_the_harness_ca_is_trusted_only_in_the_run_profile(lab: Lab, browser: str) -> None:
+    """Negative control: without the CA in the run's own NSS database the call fails before any request.
+
+    So the trust comes from the temp profile and nowhere else (not the system store).
+    """
+    cell = lab.observe(browser, "applied", "1.3", variant="CA not trusted", trust_ca=False)
+    assert cell.report is not None, cell.describe()
+    assert cell.report["status"] == 0 and not cell.cors_ok, cell.describe()
+    assert cell.lines == [] and cell.backend == [], cell.describe()
 
 
 # ---------------------------------------------------------------- the observed matrix
