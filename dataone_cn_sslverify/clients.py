@@ -236,14 +236,13 @@ CLIENTS: Tuple[Client, ...] = (
            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
            "Chrome/120.0.0.0 Safari/537.36",
            "BoringSSL", pha=False, renegotiation=True, validated="Chromium 156 (Debian 12, headless)",
-           source="tests/integration/test_browsers.py: no post-handshake auth (TLS 1.3: 403, AH10158); "
-                  "a TLS 1.2 renegotiation first fails (AH02261) while Chromium looks for a certificate, "
-                  "then it retries on a new connection and renegotiates without one"),
+           source="measured: TLS 1.3 403 (AH10158); a TLS 1.2 renegotiation first fails (AH02261) while "
+                  "Chromium looks for a certificate, then it retries on a new connection and completes it"),
     Client("browser-firefox", BROWSER, "Mozilla Firefox on Linux",
            "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
            "NSS", pha=False, renegotiation=True, validated="Firefox ESR 153 (Debian 12, headless)",
-           source="tests/integration/test_browsers.py: offers post-handshake auth only with "
-                  "security.tls.enable_post_handshake_auth=true; completes a TLS 1.2 renegotiation without a certificate"),
+           source="measured: post-handshake auth only with security.tls.enable_post_handshake_auth=true; "
+                  "completes a TLS 1.2 renegotiation"),
     Client("browser-safari-macos", BROWSER, "Safari on macOS",
            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
            "Version/17.1 Safari/605.1.15",
