@@ -37,13 +37,15 @@ __all__ = ["BROWSERS", "BrowserRun", "browser_version", "run_browser", "missing_
 CHROMIUM = "/usr/bin/chromium"
 FIREFOX = "/usr/bin/firefox-esr"
 CERTUTIL = "/usr/bin/certutil"
+PK12UTIL = "/usr/bin/pk12util"
+OPENSSL = "/usr/bin/openssl"
 SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 #: Browser ids, as the tests and the matrix name them.
 BROWSERS = ("chromium", "firefox-esr")
 
 #: Debian package of each tool, for the message when one is missing.
-PACKAGES = {CHROMIUM: "chromium", FIREFOX: "firefox-esr", CERTUTIL: "libnss3-tools"}
+PACKAGES = {CHROMIUM: "chromium", FIREFOX: "firefox-esr", CERTUTIL: "libnss3-tools", PK12UTIL: "libnss3-tools"}
 
 
 @dataclass
@@ -61,7 +63,7 @@ class BrowserRun:
 
 def missing_tools() -> List[str]:
     """Debian packages the browser tests need and that are not installed."""
-    return sorted({PACKAGES[t] for t in (CHROMIUM, FIREFOX, CERTUTIL) if not os.access(t, os.X_OK)})
+    return sorted({PACKAGES[t] for t in PACKAGES if not os.access(t, os.X_OK)})
 
 
 def browser_version(browser: str) -> str:
@@ -78,18 +80,30 @@ def browser_version(browser: str) -> str:
     return m.group(1) if m else out.strip()
 
 
-def _certutil(*args: str) -> None:
-    proc = subprocess.run([CERTUTIL] + list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+def _tool(*argv: str) -> None:
+    proc = subprocess.run(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, timeout=60, check=False, env={"PATH": SAFE_PATH})
     if proc.returncode != 0:
-        raise RuntimeError("certutil %s failed: %s" % (" ".join(args), proc.stderr.decode("utf-8", "replace")))
+        raise RuntimeError("%s failed: %s" % (" ".join(argv), proc.stderr.decode("utf-8", "replace")))
 
 
-def _trust_ca(nssdb: Path, ca_cert: Path) -> None:
-    """A new NSS database in ``nssdb`` (no password) trusting ``ca_cert`` for TLS servers."""
+def _certutil(*args: str) -> None:
+    _tool(CERTUTIL, *args)
+
+
+def _add_client_cert(nssdb: Path, cert: Path, key: Path) -> None:
+    """Import a client certificate and its key into ``nssdb`` (PKCS#12 made with openssl, empty password)."""
+    p12 = nssdb / "client.p12"
+    _tool(OPENSSL, "pkcs12", "-export", "-in", str(cert), "-inkey", str(key), "-name", "harness client",
+          "-out", str(p12), "-passout", "pass:")
+    _tool(PK12UTIL, "-i", str(p12), "-d", "sql:%s" % nssdb, "-W", "", "-K", "")
+    p12.unlink()
+
+
+def _new_nssdb(nssdb: Path) -> None:
+    """A new, empty NSS database in ``nssdb`` (no password)."""
     nssdb.mkdir(parents=True, exist_ok=True)
     _certutil("-N", "-d", "sql:%s" % nssdb, "--empty-password")
-    _certutil("-A", "-d", "sql:%s" % nssdb, "-n", "dataone-cn-sslverify harness CA", "-t", "C,,", "-i", str(ca_cert))
 
 
 def _stop(proc: "subprocess.Popen[bytes]", grace: float = 5) -> None:
@@ -256,12 +270,17 @@ def run_browser(
     prefs: Optional[Dict[str, object]] = None,
     user_agent: Optional[str] = None,
     trust_ca: bool = True,
+    client_cert: Optional[Tuple[Path, Path]] = None,
 ) -> BrowserRun:
     """Load ``url`` in a fresh headless ``browser`` and wait (at most ``timeout`` s) for the page's report.
 
     ``host`` is the CN's name (resolved to 127.0.0.1 by the browser);
     ``wait_report(seconds)`` returns the page's report or None. ``prefs``
-    adds Firefox preferences (ignored for Chromium).
+    adds Firefox preferences (ignored for Chromium). ``user_agent`` replaces
+    the browser's own (its TLS stack stays the same). ``trust_ca=False``
+    leaves the harness CA out of the profile's NSS database (a negative
+    control). ``client_cert`` (certificate, key) puts a client certificate
+    in that database, as for a user who holds one.
     """
     if browser not in BROWSERS:
         raise ValueError("browser must be one of %s" % (BROWSERS,))
@@ -272,14 +291,12 @@ def run_browser(
     (work / "profile").mkdir()
     try:
         if browser == "chromium":
-            if trust_ca:
-                _trust_ca(work / "home" / ".pki" / "nssdb", ca_cert)
+            nssdb = work / "home" / ".pki" / "nssdb"
             argv = _chromium_argv(work, url, host)
             if user_agent is not None:
                 argv.insert(-1, "--user-agent=%s" % user_agent)
         else:
-            if trust_ca:
-                _trust_ca(work / "profile", ca_cert)
+            nssdb = work / "profile"
             all_prefs = dict(_FIREFOX_PREFS)
             all_prefs.update(prefs or {})
             if user_agent is not None:
@@ -288,6 +305,12 @@ def run_browser(
             env.update(MOZ_LOG="timestamp,pipnss:5", MOZ_LOG_FILE=str(work / "moz.log"),
                        MOZ_CRASHREPORTER_DISABLE="1", MOZ_DISABLE_AUTO_SAFE_MODE="1")
             argv = _firefox_argv(work, url)
+        _new_nssdb(nssdb)
+        if trust_ca:
+            _certutil("-A", "-d", "sql:%s" % nssdb, "-n", "dataone-cn-sslverify harness CA", "-t", "C,,",
+                      "-i", str(ca_cert))
+        if client_cert is not None:
+            _add_client_cert(nssdb, client_cert[0], client_cert[1])
         stderr_path = work / "stderr"
         with open(str(stderr_path), "wb") as err:
             proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
