@@ -167,11 +167,12 @@ class Lab:
                                 timeout=RUN_TIMEOUT, prefs=prefs, user_agent=user_agent, trust_ca=trust_ca,
                                 client_cert=(self.pki.client_cert, self.pki.client_key) if cert else None)
         self.seconds += time.monotonic() - t0
+        errors = inst.error_log_since(err_mark, settle=0.3)  # children log a closed connection's request late
         with open(str(log_path), "rb") as f:
             f.seek(log_from)
             text = f.read().decode("utf-8", "replace")
-        cell = Cell(browser, server, tls, variant, run.report, run.asked,
-                    request_lines(text, inst.error_log_since(err_mark, settle=0.2)), self.backend.seen(), run)
+        cell = Cell(browser, server, tls, variant, run.report, run.asked, request_lines(text, errors),
+                    self.backend.seen(), run)
         self.cells[key] = cell
         return cell
 
