@@ -28,10 +28,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Tuple, Union
 
+from .errors import Refused
+
 ENCODING = "latin-1"
 
 
-class ConfigSyntaxError(ValueError):
+class ConfigSyntaxError(Refused, ValueError):
     """A structural error, reported as ``file:line: message`` like Apache does."""
 
     def __init__(self, filename: str, line: int, message: str) -> None:

@@ -1,9 +1,9 @@
 """The ``dataone-cn-sslverify`` command: argument parsing, output, exit codes.
 
-Exit codes (design.md): 0 done or nothing to do; 1 failed, previous config
-restored and active; 2 refused, nothing changed; 3 failed and could not
-fully restore; 4 no CN SSL vhost found, nothing changed; 5 (``check``, and
-``probe --compare``) a hazard was found -- nothing was changed.
+Exit codes are `errors.ExitCode` (docs/design.md, "Exit codes"); an error
+reaches the operator through one mapping, `exit_code_of`. The global options
+(``--vhost``, ``--json``, ``--verbose``) are accepted before and after the
+command, because people type ``status --json``.
 
 Human output goes to stderr one line per step; ``--json`` prints exactly
 one JSON document on stdout. ``diff`` prints the diff itself on stdout.
@@ -20,8 +20,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from . import __version__
 from . import apacheconf as ac
 from . import apachectl, hazards, locate, paths, policy, probe, transaction
+from .errors import ExitCode, Refused, SslVerifyError
 from .store import LockTimeout, Store
-from .transaction import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, EXIT_UNRESTORED
 
 
 class Output:
@@ -75,16 +75,16 @@ def recover_first(out: Output) -> int:
         store.lock("recover", transaction.LOCK_TIMEOUT)
     except LockTimeout as exc:
         out.line(f"lock: {exc}")
-        return EXIT_REFUSED
+        return ExitCode.REFUSED
     except OSError:
         return -1
     try:
         got = transaction.recover(store, lambda n, ok, d: out.line(f"{n}: {d}"))
     finally:
         store.unlock()
-    if got is not None and got.exit_code == EXIT_UNRESTORED:
+    if got is not None and got.exit_code == ExitCode.UNRESTORED:
         out.document(got.to_json())
-        return EXIT_UNRESTORED
+        return ExitCode.UNRESTORED
     return -1
 
 
@@ -118,7 +118,7 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
         "source": loc.source,
         "backups": [b.to_json() for b in backups],
     })
-    return EXIT_OK if loc.candidates() else EXIT_NOT_FOUND
+    return ExitCode.OK if loc.candidates() else ExitCode.NOT_FOUND
 
 
 def cmd_diff(args: argparse.Namespace, out: Output) -> int:
@@ -136,7 +136,7 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
     else:
         sys.stdout.write(diff)
         sys.stdout.flush()
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _run_transaction(op: str, args: argparse.Namespace, out: Output, **kw: Any) -> int:
@@ -169,14 +169,14 @@ def cmd_backups(args: argparse.Namespace, out: Output) -> int:
     if not backups:
         out.line(f"backups: none in {paths.state_dir()}")
     out.document({"backups": [b.to_json() for b in backups]})
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _probe_target(args: argparse.Namespace) -> Tuple[str, int, str]:
     if args.connect:
         host, _, port_s = args.connect.rpartition(":")
         if not host or not port_s.isdigit():
-            raise policy.PolicyError(f"--connect {args.connect}: expected HOST:PORT")
+            raise Refused(f"--connect {args.connect}: expected HOST:PORT")
         return host.strip("[]"), int(port_s), args.servername or host.strip("[]")
     a = locate.choose(locate.locate(args.vhost, paths.policy_path()))
     host, port, sni = transaction.probe_target(a)
@@ -186,7 +186,10 @@ def _probe_target(args: argparse.Namespace) -> Tuple[str, int, str]:
 def _probe_profiles(args: argparse.Namespace) -> List[probe.Profile]:
     """The rows to probe: --profile names, else the matrix filtered by --client/--kind/--tls."""
     if args.profile:
-        return [probe.get_profile(n) for n in args.profile]
+        try:
+            return [probe.get_profile(n) for n in args.profile]
+        except KeyError as exc:
+            raise Refused(f"--profile {exc.args[0]}: no such profile") from None
     clients = list(probe.CLIENTS)
     if args.client:
         clients = [probe.get_client(c) for c in args.client]
@@ -200,9 +203,9 @@ def _probe_profiles(args: argparse.Namespace) -> List[probe.Profile]:
 def cmd_probe(args: argparse.Namespace, out: Output) -> int:
     """The client matrix against the live vhost (table on stdout, or --json).
 
-    Exit: 0 probed; 1 the server could not be reached by some row;
-    5 (``--compare``) an API client that worked in the saved run fails now,
-    or a browser is asked.
+    Exit: 0 probed; 6 (UNREACHABLE) some row could not reach the server --
+    not 1, which promises a restored configuration; 5 (``--compare``) an
+    API client that worked in the saved run fails now, or a browser is asked.
     """
     host, port, sni = _probe_target(args)
     profiles = _probe_profiles(args)
@@ -212,7 +215,7 @@ def cmd_probe(args: argparse.Namespace, out: Output) -> int:
             with open(args.compare, encoding="utf-8") as f:
                 before = probe.results_from_json(json.load(f))
         except (OSError, ValueError) as exc:
-            raise policy.PolicyError(f"--compare {args.compare}: {exc}") from None
+            raise Refused(f"--compare {args.compare}: {exc}") from None
     results = probe.probe_matrix(host, port, sni, args.path, profiles, ca_file=args.cacert,
                                  client_cert=args.cert, client_key=args.key, timeout=args.timeout,
                                  backend=args.backend)
@@ -235,18 +238,18 @@ def cmd_probe(args: argparse.Namespace, out: Output) -> int:
     if before is not None and not v.ok:
         for p in v.problems:
             out.line(f"  problem: {p}")
-        return hazards.EXIT_HAZARD
+        return ExitCode.HAZARD
     probed = [r for r in results if r.skipped is None]
-    return EXIT_OK if all(r.tls is not None or r.status is not None for r in probed) else EXIT_FAILED
+    return ExitCode.OK if all(r.tls is not None or r.status is not None for r in probed) else ExitCode.UNREACHABLE
 
 
 def cmd_check(args: argparse.Namespace, out: Output) -> int:
-    """Configuration hazards for the CN vhost. Exit 0 clean, 5 (hazards.EXIT_HAZARD) when a hazard is found."""
+    """Configuration hazards for the CN vhost. Exit 0 clean, 5 (HAZARD) when a hazard is found."""
     connect = None
     if args.connect:
         host, _, port_s = args.connect.rpartition(":")
         if not host or not port_s.isdigit():
-            raise policy.PolicyError(f"--connect {args.connect}: expected HOST:PORT")
+            raise Refused(f"--connect {args.connect}: expected HOST:PORT")
         connect = (host.strip("[]"), int(port_s))
     report = hazards.run_check(args.vhost, paths.policy_path(), connect=connect, servername=args.servername,
                                live=not args.no_live, timeout=args.timeout)
@@ -270,29 +273,55 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace, Output], int]] = {
 TRANSACTIONS = ("apply", "revert", "restore")
 
 
+def _global_options(suppress: bool) -> argparse.ArgumentParser:
+    """The options every command takes, as a parent parser.
+
+    The main parser and every subparser share it, so ``--json status`` and
+    ``status --json`` both work and each command's ``--help`` lists them. The
+    subparsers' copies default to SUPPRESS: a subparser writes its defaults
+    into the same namespace, and would otherwise reset a ``--vhost F`` given
+    before the command.
+    """
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    g = argparse.ArgumentParser(add_help=False)
+    g.add_argument("--vhost", metavar="FILE", default=default(None),
+                   help="the vhost file to act on (default: found from what Apache loads)")
+    g.add_argument("--json", action="store_true", default=default(False), help="print one JSON document on stdout")
+    g.add_argument("--verbose", "-v", action="store_true", default=default(False), help="say more")
+    return g
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dataone-cn-sslverify",
         description="Stop asking browsers for an X.509 client certificate on a DataONE CN's /cn; keep asking API clients.",
+        parents=[_global_options(suppress=False)],
+        epilog="Exit codes: 0 done or nothing to do; 1 failed, previous configuration restored and active; "
+               "2 refused, nothing changed; 3 failed and not fully restored (the message says what to run); "
+               "4 no CN SSL vhost found; 5 a hazard (check, probe --compare); 6 the server could not be reached (probe).",
     )
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("--vhost", metavar="FILE", help="the vhost file to act on (default: found from what Apache loads)")
-    p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
-    p.add_argument("--verbose", "-v", action="store_true", help="say more")
+    common = [_global_options(suppress=True)]
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    sub.add_parser("status", help="each SSL vhost Apache loads and the state of its block")
-    sub.add_parser("diff", help="the unified diff `apply` would make; writes nothing")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, parents=common)
+
+    command("status", "each SSL vhost Apache loads and the state of its block")
+    command("diff", "the unified diff `apply` would make; writes nothing")
     for name, text in (("apply", "back up, patch, config test, graceful reload, live check; roll back on failure"),
                        ("revert", "put the original block back, with the same safety steps")):
-        sp = sub.add_parser(name, help=text)
+        sp = command(name, text)
         sp.add_argument("--no-reload", action="store_true", help="write and config-test only; do not reload Apache")
         sp.add_argument("--no-probe", action="store_true", help="skip the live check after the reload")
-    sub.add_parser("backups", help="list full-file backups (newest first)")
-    sp = sub.add_parser("restore", help="restore a full-file backup by ID, with the same safety steps")
+    command("backups", "list full-file backups (newest first)")
+    sp = command("restore", "restore a full-file backup by ID, with the same safety steps")
     sp.add_argument("id", metavar="ID")
     sp.add_argument("--no-reload", action="store_true", help="write and config-test only; do not reload Apache")
-    sp = sub.add_parser("probe", help="which clients the live vhost asks for a certificate")
+    sp = command("probe", "which clients the live vhost asks for a certificate (exit 6 if the server cannot be reached)")
     sp.add_argument("--connect", metavar="HOST:PORT", help="address to connect to (default: the vhost's own)")
     sp.add_argument("--servername", metavar="NAME", help="SNI and Host header (default: the vhost's ServerName)")
     sp.add_argument("--path", default="/cn/", help="request path (default: /cn/)")
@@ -300,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--cert", metavar="PEM", help="client certificate to present when asked")
     sp.add_argument("--key", metavar="PEM", help="its private key (default: in --cert)")
     sp.add_argument("--cacert", metavar="PEM", help="verify the server against this CA (default: no verification)")
-    sp.add_argument("--timeout", type=float, default=10.0)
+    sp.add_argument("--timeout", type=float, default=10.0, help="seconds per connection (default: 10)")
     sp.add_argument("--client", action="append", metavar="ID", choices=[c.id for c in probe.CLIENTS],
                     help="only this client family of the matrix (repeatable): " + ", ".join(c.id for c in probe.CLIENTS))
     sp.add_argument("--kind", choices=probe.KINDS, help="only browser or only API client families")
@@ -310,12 +339,51 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--backend", choices=probe.BACKENDS, help="python (default) or openssl s_client")
     sp.add_argument("--compare", metavar="JSON",
                     help="a saved `probe --json`: exit 5 if an API client that worked then fails now, or a browser is asked")
-    sp = sub.add_parser("check", help="hazards that break clients of the CN vhost (exit 5 when one is found)")
+    sp = command("check", "hazards that break clients of the CN vhost (exit 5 when one is found)")
     sp.add_argument("--connect", metavar="HOST:PORT", help="address for the live checks (default: the vhost's own)")
     sp.add_argument("--servername", metavar="NAME", help="SNI for the live checks (default: the vhost's ServerName)")
     sp.add_argument("--no-live", action="store_true", help="judge from the configuration only (no TLS handshakes)")
-    sp.add_argument("--timeout", type=float, default=5.0)
+    sp.add_argument("--timeout", type=float, default=5.0, help="seconds per live check (default: 5)")
     return p
+
+
+#: Errors raised by the standard library or by modules whose own types do not
+#: carry an exit code yet: a missing --vhost file or apache2ctl, an unknown backup ID.
+_REFUSED_BUILTINS = (FileNotFoundError, KeyError)
+
+_RESULT_LABEL = {ExitCode.REFUSED: "refused", ExitCode.NOT_FOUND: "not-found", ExitCode.UNREACHABLE: "unreachable",
+                 ExitCode.UNRESTORED: "unrestored", ExitCode.HAZARD: "hazard", ExitCode.FAILED: "failed"}
+
+
+def exit_code_of(exc: BaseException) -> Optional[ExitCode]:
+    """The one mapping from an exception to the exit code; None for a bug (an unexpected exception)."""
+    if isinstance(exc, SslVerifyError):
+        return exc.exit_code
+    if isinstance(exc, _REFUSED_BUILTINS):
+        return ExitCode.REFUSED
+    return None
+
+
+def _report_error(exc: Exception, code: ExitCode, out: Output) -> int:
+    label = _RESULT_LABEL.get(code, "failed")
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    out.line(f"{'error' if code == ExitCode.NOT_FOUND else label}: {text}")
+    out.document({"result": label, "error": text})
+    return int(code)
+
+
+def _report_bug(exc: Exception, out: Output) -> int:
+    """An unexpected exception: say honestly what state things are in."""
+    journal = Store(paths.state_dir()).journal_path
+    out.line(f"error: internal error: {type(exc).__name__}: {exc}")
+    if os.path.exists(journal):
+        out.line(f"error: a change was under way ({journal}); run `dataone-cn-sslverify status` to put the "
+                 "previous configuration back (it recovers from the journal), then report this")
+        out.document({"result": "unrestored", "error": repr(exc)})
+        return int(ExitCode.UNRESTORED)
+    out.line("error: nothing was changed")
+    out.document({"result": "refused", "error": repr(exc)})
+    return int(ExitCode.REFUSED)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -330,23 +398,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             code = recover_first(out)
             if code >= 0:
                 return code
-        return COMMANDS[args.command](args, out)
-    except locate.NotFound as exc:
-        out.line(f"error: {exc}")
-        out.document({"result": "not-found", "error": str(exc)})
-        return EXIT_NOT_FOUND
-    except (ac.ConfigSyntaxError, policy.PolicyError, FileNotFoundError, KeyError) as exc:
-        out.line(f"refused: {exc}")
-        out.document({"result": "refused", "error": str(exc)})
-        return EXIT_REFUSED
-    except Exception as exc:  # a bug: say honestly what state things are in
-        journal = Store(paths.state_dir()).journal_path
-        out.line(f"error: internal error: {type(exc).__name__}: {exc}")
-        if os.path.exists(journal):
-            out.line(f"error: a change was under way ({journal}); run `dataone-cn-sslverify status` to put the "
-                     "previous configuration back (it recovers from the journal), then report this")
-            out.document({"result": "unrestored", "error": repr(exc)})
-            return EXIT_UNRESTORED
-        out.line("error: nothing was changed")
-        out.document({"result": "refused", "error": repr(exc)})
-        return EXIT_REFUSED
+        return int(COMMANDS[args.command](args, out))
+    except Exception as exc:
+        mapped = exit_code_of(exc)
+        return _report_error(exc, mapped, out) if mapped is not None else _report_bug(exc, out)

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Set
 
 from . import apacheconf as ac
-from . import apachectl, policy
+from . import apachectl, errors, policy
 
 
-class NotFound(LookupError):
+class NotFound(errors.NotFoundError, LookupError):
     """No CN SSL vhost (exit 4)."""
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import apacheconf as ac
+from .errors import Refused
 
 PACKAGE = "dataone-cn-sslverify"
 DEFAULT_SNIPPET = "/etc/dataone/apache2/cn-sslverify.conf"
@@ -45,7 +46,7 @@ VARIANTS = ORIGINAL_VARIANTS + ("browser-list", "managed")
 CN_PATHS = ("/cn", "/cn/")
 
 
-class PolicyError(ValueError):
+class PolicyError(Refused, ValueError):
     """A block we will not touch; ``str()`` names file, lines and what was expected."""
 
 
