@@ -1,7 +1,32 @@
 """dataone-cn-sslverify: never ask browsers for a client certificate on a DataONE CN's /cn.
 
-See README.md; the modules are listed in design.md (apacheconf, policy,
-locate, apachectl, probe, store, transaction, cli, maint).
+The design is in docs/design.md, the measured facts it rests on in
+docs/facts.md, the operator guide in README.md. One concept per module; the
+core is pure (bytes in, bytes out) and effects sit at thin edges.
+
+Pure core:
+    apacheconf   lossless Apache config parser: ``render(parse(x)) == x``
+    policy       recognise the client-verification block, render the target, plan the patch
+    loaded       the configuration as Apache loads it (Includes expanded, IfModule/IfDefine evaluated)
+    clients      the client catalogue: the families and matrix rows the probe plays
+    tlsobserve   the request sent and the TLS messages seen: was a certificate requested, and how
+    results      what one probe saw (``ProbeResult``)
+    gate         verdicts on a probed matrix; the probe's table, legend and JSON
+    errors       ``ExitCode`` and ``SslVerifyError``, the base every reported error derives from
+
+Edges:
+    proc         every subprocess: one timeout, one decoding
+    paths        where things live, and the environment overrides
+    apachectl    Apache as a process: config test, what it loads, running?, graceful reload
+    locate       find the CN SSL vhost among the files Apache loads
+    store        backups, saved blocks, journal, lock, atomic writes
+    probe        live TLS probe of the vhost (Python ``ssl`` or ``openssl s_client``)
+
+Commands:
+    transaction  apply / revert / restore as explicit steps with one rollback path, crash recovery
+    hazards      ``check``: what in the loaded configuration breaks which clients
+    cli          the ``dataone-cn-sslverify`` command
+    maint        the entry points the Debian maintainer scripts call
 """
 
 __version__ = "0.1.0"

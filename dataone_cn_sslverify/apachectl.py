@@ -21,10 +21,11 @@ import os
 import re
 import shutil
 import struct
-import subprocess
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
+
+from . import proc
 
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_CONFDIR = "/etc/apache2"
@@ -77,13 +78,11 @@ class Result:
 
 
 def run(args: List[str], timeout: float = 120.0) -> Result:
-    argv = [apache2ctl()] + args
-    try:
-        p = subprocess.run(argv, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return Result(False, f"{' '.join(argv)}: timed out after {timeout:.0f}s", argv)
-    return Result(p.returncode == 0, p.stdout.decode("utf-8", "replace"), argv)
+    return _result(proc.run([apache2ctl()] + args, env=environment(), merge_stderr=True, timeout=timeout))
+
+
+def _result(r: proc.Ran) -> Result:
+    return Result(r.ok, r.error or r.stdout, r.argv)
 
 
 def configtest() -> Result:
@@ -120,10 +119,9 @@ def _read_envvar(name: str) -> Optional[str]:
         return None
     env = environment()
     env.setdefault("APACHE_CONFDIR", confdir())
-    p = subprocess.run(["sh", "-c", '. "$1" >/dev/null 2>&1; eval "printf %s \\"\\${$2}\\""', "sh", path, name],
-                       env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30)
-    value = p.stdout.decode().strip()
-    return value or None
+    r = proc.run(["sh", "-c", '. "$1" >/dev/null 2>&1; eval "printf %s \\"\\${$2}\\""', "sh", path, name],
+                 env=env, timeout=30)
+    return r.stdout.strip() or None
 
 
 def pid_file() -> str:
@@ -174,12 +172,7 @@ def _systemd_unit() -> Optional[str]:
 
 
 def _unit_active(unit: str) -> bool:
-    try:
-        p = subprocess.run(["systemctl", "is-active", "--quiet", unit], env=environment(),
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return p.returncode == 0
+    return proc.run(["systemctl", "is-active", "--quiet", unit], env=environment(), capture=False, timeout=30).ok
 
 
 def _children(pid: int) -> Dict[int, int]:
@@ -216,13 +209,7 @@ def graceful(wait: float = 30.0) -> Reload:
     before = set(_children(pid))
     unit = _systemd_unit()
     if unit and _unit_active(unit):
-        argv = ["systemctl", "reload", unit]
-        try:
-            p = subprocess.run(argv, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL, timeout=120)
-            res = Result(p.returncode == 0, p.stdout.decode("utf-8", "replace"), argv)
-        except subprocess.TimeoutExpired:
-            res = Result(False, f"{' '.join(argv)}: timed out after 120s", argv)
+        res = _result(proc.run(["systemctl", "reload", unit], env=environment(), merge_stderr=True, timeout=120))
         how = "systemd"
     else:  # no systemd, or an Apache started outside its unit (systemctl would refuse to reload it)
         res = run(["graceful"])
@@ -282,12 +269,10 @@ def service_action_allowed(action: str = "reload", service: str = "apache2") -> 
     helper = os.environ.get("DATAONE_CN_SSLVERIFY_POLICY_RC_D") or os.environ.get("DPKG_ROOT", "") + POLICY_RC_D
     if not os.access(helper, os.X_OK):
         return True, f"no {helper}"
-    try:
-        p = subprocess.run([helper, service, action], env=environment(), stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return False, f"{helper} {service} {action} failed to run ({exc})"
-    said = p.stdout.decode("utf-8", "replace").strip()
+    p = proc.run([helper, service, action], env=environment(), merge_stderr=True, timeout=60)
+    if p.returncode is None:
+        return False, f"{helper} {service} {action} failed to run ({p.error})"
+    said = p.stdout.strip()
     rc = p.returncode
     if rc in (0, 1, 104, 105):
         return True, f"{helper} allows {action} of {service} (exit {rc})"

@@ -225,7 +225,7 @@ _UA_IE11_WIN7 = "Mozilla/5.0 (Windows NT 6.1; WOW64; Trident/7.0; rv:11.0) like 
 CLIENTS: Tuple[Client, ...] = (
     Client("browser-ie11-win7", BROWSER, "Internet Explorer 11 on Windows 7", _UA_IE11_WIN7,
            "SChannel (Windows 7)", pha=False, renegotiation=False, max_tls="1.2",
-           source="cn-facts.md: refuses the renegotiation, AH02261, XMLHttpRequest Network Error 0x4c7"),
+           source="docs/facts.md: refuses the renegotiation, AH02261, XMLHttpRequest Network Error 0x4c7"),
     Client("browser-edge", BROWSER, "Microsoft Edge (Chromium) on Windows 10",
            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
            "Chrome/120.0.0.0 Safari/537.36 Edg/120.0.2210.91",
@@ -254,7 +254,7 @@ CLIENTS: Tuple[Client, ...] = (
     Client("browser-metacatui-xhr", BROWSER, "MetacatUI CORS XMLHttpRequest from IE11 (the incident)", _UA_IE11_WIN7,
            "SChannel (Windows 7)", pha=False, renegotiation=False, max_tls="1.2",
            headers=(("Origin", "https://search.dataone.org"), ("Referer", "https://search.dataone.org/data")),
-           source="cn-facts.md: the CORS call fails with XMLHttpRequest: Network Error 0x4c7"),
+           source="docs/facts.md: the CORS call fails with XMLHttpRequest: Network Error 0x4c7"),
     Client("api-curl", API, "curl / libcurl", "curl/7.88.1",
            "OpenSSL (libcurl)", pha=True, renegotiation=True, validated="curl 7.88 (Debian 12)"),
     Client("api-python-requests", API, "python-requests", "python-requests/2.28.1",
@@ -282,7 +282,7 @@ CLIENTS: Tuple[Client, ...] = (
     Client("api-python-ssl", API, "Python with its own ssl.SSLContext() (post-handshake auth off)",
            "Python-urllib/3.11",
            "OpenSSL (a bare SSLContext leaves post_handshake_auth False)", pha=False, renegotiation=True,
-           validated="Python 3.11 ssl", source="cn-facts.md"),
+           validated="Python 3.11 ssl", source="docs/facts.md"),
 )
 
 

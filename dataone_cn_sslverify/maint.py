@@ -33,13 +33,12 @@ notes are prefixed with ``dataone-cn-sslverify:``.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import traceback
 from typing import List, Optional, Sequence, Tuple
 
 from . import apacheconf as ac
-from . import apachectl, locate, paths, policy, transaction
+from . import apachectl, locate, paths, policy, proc, transaction
 from .store import Store
 
 PACKAGE = "dataone-cn-sslverify"
@@ -83,14 +82,12 @@ def conffile_owner(path: str) -> Optional[str]:
         if p not in candidates:
             candidates.append(p)
     for p in candidates:
-        try:
-            owners = subprocess.run(["dpkg-query", "-S", p], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                    env=apachectl.environment(), timeout=120)
-        except (OSError, subprocess.TimeoutExpired):
+        owners = proc.run(["dpkg-query", "-S", p], env=apachectl.environment(), timeout=120)
+        if owners.returncode is None:
             return None
         if owners.returncode != 0:
             continue
-        for line in owners.stdout.decode("utf-8", "replace").splitlines():
+        for line in owners.stdout.splitlines():
             if line.startswith(("diversion by", "local diversion")):
                 continue
             pkgs, sep, owned = line.partition(": ")
@@ -99,12 +96,9 @@ def conffile_owner(path: str) -> Optional[str]:
             for pkg in (x.strip() for x in pkgs.split(",")):
                 if not pkg or pkg.split(":")[0] == PACKAGE:
                     continue
-                try:
-                    q = subprocess.run(["dpkg-query", "-W", "-f", "${Conffiles}\n", pkg], stdout=subprocess.PIPE,
-                                       stderr=subprocess.DEVNULL, env=apachectl.environment(), timeout=120)
-                except (OSError, subprocess.TimeoutExpired):
-                    continue
-                for cl in q.stdout.decode("utf-8", "replace").splitlines():
+                q = proc.run(["dpkg-query", "-W", "-f", "${Conffiles}\n", pkg], env=apachectl.environment(),
+                             timeout=120)
+                for cl in q.stdout.splitlines():
                     fields = cl.split()
                     if fields and fields[0] == p:
                         return pkg
@@ -113,13 +107,9 @@ def conffile_owner(path: str) -> Optional[str]:
 
 def package_state(package: str) -> str:
     """dpkg's state of package ("installed", "unpacked", "half-configured", ...), or "" if unknown."""
-    try:
-        p = subprocess.run(["dpkg-query", "-W", "-f", "${Status}", package], stdout=subprocess.PIPE,
-                           stderr=subprocess.DEVNULL, env=apachectl.environment(), timeout=120)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    words = p.stdout.decode("utf-8", "replace").split()
-    return words[-1] if p.returncode == 0 and len(words) == 3 else ""
+    p = proc.run(["dpkg-query", "-W", "-f", "${Status}", package], env=apachectl.environment(), timeout=120)
+    words = p.stdout.split()
+    return words[-1] if p.ok and len(words) == 3 else ""
 
 
 def reapply_after_os_core(event: str) -> None:
@@ -142,12 +132,9 @@ def reapply_after_os_core(event: str) -> None:
     state = package_state(OS_CORE)
     if state not in ("unpacked", "half-configured"):
         return
-    try:
-        p = subprocess.run(["dpkg-trigger", "--no-await", REAPPLY_TRIGGER], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, env=apachectl.environment(), timeout=120)
-        ok, said = p.returncode == 0, p.stdout.decode("utf-8", "replace").strip()
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        ok, said = False, str(exc)
+    p = proc.run(["dpkg-trigger", "--no-await", REAPPLY_TRIGGER], env=apachectl.environment(), merge_stderr=True,
+                 timeout=120)
+    ok, said = p.ok, (p.error or p.stdout).strip()
     if ok:
         note(f"{event}: {OS_CORE} is {state}, not configured yet: the policy is applied again after it is "
              f"(trigger {REAPPLY_TRIGGER}).")

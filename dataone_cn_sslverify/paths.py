@@ -1,4 +1,4 @@
-"""Where things live, with the environment overrides design.md names for tests."""
+"""Where things live, with the environment overrides docs/design.md names for tests."""
 
 from __future__ import annotations
 

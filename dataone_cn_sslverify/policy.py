@@ -4,7 +4,7 @@ Pure functions over `apacheconf` trees and text; no I/O. Everything the
 transaction writes is decided here, so the whole decision can be tested
 without a server.
 
-Vocabulary (design.md):
+Vocabulary (docs/design.md):
 
 * *block*: the contiguous run of vhost-level nodes that decide whether a
   client is asked for a certificate on ``/cn``: ``SSLVerifyClient``,
@@ -12,7 +12,7 @@ Vocabulary (design.md):
   ``SSLVerifyClient``, and ``<Location "/cn">`` holding ``SSLVerifyClient``.
   Comments and blank lines *between* those nodes belong to the block;
   those before and after do not.
-* *variant*: which historical shape the block has (cn-facts.md).
+* *variant*: which historical shape the block has (docs/facts.md).
 * *state*: ``original`` (a historical variant, to be patched), ``applied``
   (our marked Include), ``superseded`` (the target policy already inline),
   ``unrecognised`` (refused, with the reason), ``absent`` (an SSL vhost
@@ -36,7 +36,7 @@ END_MARK = f"# {PACKAGE}: end"
 _BEGIN_RE = re.compile(r"#\s*" + re.escape(PACKAGE) + r":\s*begin\b", re.I)
 _END_RE = re.compile(r"#\s*" + re.escape(PACKAGE) + r":\s*end\b", re.I)
 
-#: Words whose presence in a User-Agent marks a browser (cn-facts.md, "The change").
+#: Words whose presence in a User-Agent marks a browser (docs/facts.md, "The change").
 BROWSER_WORDS: Tuple[str, ...] = ("windows", "chrome", "mozilla", "safari", "webkit")
 DEFAULT_PATTERN = "(" + "|".join(BROWSER_WORDS) + ")"
 

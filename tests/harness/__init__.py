@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Dict, Tuple, Union
 
-#: The historical client-verification blocks, oldest first (ids as in design.md).
+#: The historical client-verification blocks, oldest first (ids as in docs/design.md).
 VARIANTS: Tuple[str, ...] = ("plain-optional", "webkit-if-else", "webkit-only", "browser-list")
 
 #: Placeholders the fixture vhosts contain, as ``render_fixture`` keyword names.

@@ -30,11 +30,11 @@ PATCH = "/usr/bin/patch"
 ORIGINALS = ("plain-optional", "webkit-if-else", "webkit-only")
 ALL_VARIANTS = ORIGINALS + ("browser-list",)
 
-# design.md, "The change on disk": the three managed lines.
+# docs/design.md, "The change on disk": the three managed lines.
 BEGIN = "# dataone-cn-sslverify: begin (managed; `dataone-cn-sslverify revert` restores the original)"
 END = "# dataone-cn-sslverify: end"
 
-# Parts of the production vhost outside the block that must never move (cn-facts.md).
+# Parts of the production vhost outside the block that must never move (docs/facts.md).
 REPLICATION = b"\t<Location /metacat/servlet/replication>\n\t\tSSLVerifyClient require\n\t\tSSLVerifyDepth  10\n\t</Location>\n"
 COOKIE_IF = (b'\t<If "%{HTTP_USER_AGENT} !~ /(iPhone OS 12_|iPad; CPU OS 12_|Intel Mac OS X 10_14_.*Version.*Safari)/i">\n'
              b'\t\tHeader edit Set-Cookie ^(.*)$ "$1; SameSite=None; Secure"\n\t</If>\n')

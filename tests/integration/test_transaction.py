@@ -7,7 +7,7 @@ by another file, a wrapper ``apache2ctl`` that fails ``graceful``, a conf
 snippet that makes the live check fail, a lock held by someone else.
 Crashes, full disks and read-only files are in test_faults.py.
 
-After every failure the tests check what design.md promises, independently of
+After every failure the tests check what docs/design.md promises, independently of
 the package's own report: exit code, the vhost byte-identical, Apache still
 running with the old behaviour (curl with an IE11 User-Agent over TLS 1.2 is
 asked for a certificate), and no journal left behind.

@@ -41,7 +41,7 @@ WEBKIT_ONLY_BLOCK = (
 BEGIN = b"# dataone-cn-sslverify: begin (managed; `dataone-cn-sslverify revert` restores the original)"
 END = b"# dataone-cn-sslverify: end"
 
-#: Every step an apply that changes a running server reports, in order (design.md).
+#: Every step an apply that changes a running server reports, in order (docs/design.md).
 APPLY_STEPS = ["lock", "configtest", "locate", "plan", "probe-before", "backup", "journal", "write", "configtest",
                "reload", "probe", "commit"]
 

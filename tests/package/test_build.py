@@ -5,7 +5,7 @@ What is checked (issue 4, items 1-3):
 * `scripts/build-deb` (what `make deb` runs) writes the .deb, a .sha256 per
   artifact, the .buildinfo and the .changes; the version comes from
   debian/changelog and agrees with ``dataone_cn_sslverify.__version__``;
-* the package holds what design.md names (the Python package, the command,
+* the package holds what docs/design.md names (the Python package, the command,
   the man page, the conffile, copyright, changelog) and nothing we must not
   ship (the state dir, byte-code);
 * two builds with the same SOURCE_DATE_EPOCH are byte-identical, even from

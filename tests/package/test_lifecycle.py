@@ -66,7 +66,7 @@ HTTR_UA = "libcurl/7.81.0 r-curl/5.0.0 httr/1.4.7"
 ORIGINAL_BLOCK = (b'\tSSLVerifyClient none\n\t<Location "/cn">\n'
                   b'\t\t<If " ! ( %{HTTP_USER_AGENT} =~ /webkit/i )">\n'
                   b'\t\t\tSSLVerifyClient optional\n\t\t</If>\n\t</Location>\n\tSSLVerifyDepth 10\n')
-#: What design.md says replaces it, indented like the block.
+#: What docs/design.md says replaces it, indented like the block.
 MANAGED_BLOCK = (b"\t# dataone-cn-sslverify: begin (managed; `dataone-cn-sslverify revert` restores the original)\n"
                  b"\tInclude /etc/dataone/apache2/cn-sslverify.conf\n"
                  b"\t# dataone-cn-sslverify: end\n")

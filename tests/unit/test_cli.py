@@ -159,3 +159,13 @@ def test_every_exit_code_is_documented_in_readme_man_page_and_help(code: errors.
     assert "\n| %d | " % code in readme, "README exit-code table lacks %d" % code
     assert "\n.B %d\n" % code in page, "man page EXIT STATUS lacks %d" % code
     assert " %d " % code in cli.build_parser().epilog
+
+
+def test_the_package_docstring_lists_every_module():
+    import dataone_cn_sslverify as pkg
+    modules = sorted(p.stem for p in Path(pkg.__file__).parent.glob("*.py") if not p.stem.startswith("_"))
+    listed = {line.split()[0] for line in pkg.__doc__.splitlines() if line.startswith("    ") and line.split()}
+    missing = [m for m in modules if m not in listed]
+    stale = sorted(listed - set(modules))
+    assert not missing, "dataone_cn_sslverify/__init__.py does not list %s" % missing
+    assert not stale, "dataone_cn_sslverify/__init__.py lists modules that do not exist: %s" % stale

@@ -1,7 +1,7 @@
 """Unit tests for the client matrix: catalogue, rows, renegotiation refusal, results, and `gate_apply`.
 
 The gate is tested on results produced by a small model of what Apache does
-with a per-directory ``SSLVerifyClient optional`` (cn-facts.md, measured in
+with a per-directory ``SSLVerifyClient optional`` (docs/facts.md, measured in
 tests/integration/test_matrix.py): a client whose User-Agent the pattern does
 not exempt is asked by renegotiation (TLS 1.2) or post-handshake auth (TLS
 1.3); a client refusing renegotiation gets no answer; one without PHA gets 403.
