@@ -23,8 +23,8 @@ and `policy` report them; so it is built on `apacheconf`, the lossless parser.
 It is a model, not Apache: ``<IfVersion>``, ``<IfFile>``, ``<IfDirective>``,
 ``<IfSection>`` are taken as true, a file included twice is read twice, and
 unreadable or unparsable files are listed in ``problems``, not raised. It is
-not `locate.walk_includes` (that fallback follows every Include
-unconditionally, once per file, one directory level deep).
+also the walk `locate` falls back on when Apache cannot list its files
+(`locate.walk_includes`).
 
 Pure given ``read``/``glob``/``resolve``; the defaults read the filesystem.
 """

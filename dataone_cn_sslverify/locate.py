@@ -6,8 +6,8 @@ lists exactly the files the server loads, in order, after every
 ``cn-ssl.conf.20240101`` copy, a disabled site or our own backups (outside
 ``/etc/apache2`` anyway) can never be picked. When the current configuration
 does not parse, Apache answers nothing; then we follow ``Include`` directives
-from ``apache2.conf`` ourselves (unconditionally) so that ``status`` can still
-say what is there. ``--vhost FILE`` overrides both.
+from ``apache2.conf`` ourselves, the way `loaded` models Apache, so that
+``status`` can still say what is there. ``--vhost FILE`` overrides both.
 
 A vhost reached through a symlink (``sites-enabled/cn-ssl.conf``) is reported
 and edited at its real path (``sites-available/cn-ssl.conf``).
@@ -15,13 +15,12 @@ and edited at its real path (``sites-available/cn-ssl.conf``).
 
 from __future__ import annotations
 
-import glob
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Set
 
 from . import apacheconf as ac
-from . import apachectl, errors, policy
+from . import apachectl, errors, loaded, policy
 
 
 class NotFound(errors.NotFoundError, LookupError):
@@ -61,36 +60,31 @@ class Located:
 
 
 def walk_includes(root_conf: str, server_root: str) -> List[str]:
-    """Files reached from root_conf through Include/IncludeOptional, depth first, no conditions."""
+    """Files reached from root_conf as Apache would load them, each once, named as included.
+
+    The walk is `loaded.expand_config` (Includes expanded in load order,
+    ``IfModule``/``IfDefine`` evaluated, unreadable or broken files listed
+    and not followed); here only its list of files matters.
+    """
+    view = loaded.expand_config(root_conf, server_root, resolve=lambda path: path, env=dict(os.environ))
+    return _each_file_once(view.files)
+
+
+def _each_file_once(paths: List[str]) -> List[str]:
+    """Keep the first name of each real file.
+
+    A site enabled under two names (``sites-enabled/cn-ssl.conf`` and
+    ``001-cn.conf`` linking to the same target) is one file with one block
+    to patch; Apache lists it twice.
+    """
+    unique: List[str] = []
     seen: Set[str] = set()
-    order: List[str] = []
-
-    def visit(path: str) -> None:
-        real = os.path.realpath(path)
-        if real in seen or not os.path.isfile(path):
-            return
-        seen.add(real)
-        order.append(path)
-        try:
-            with open(path, "rb") as f:
-                tree = ac.parse(f.read(), path)
-        except (OSError, ac.ConfigSyntaxError):
-            return
-        for node in tree.walk():
-            if isinstance(node, ac.Directive) and node.key in ("include", "includeoptional") and node.args:
-                pattern = node.args[0]
-                if not os.path.isabs(pattern):
-                    pattern = os.path.join(server_root, pattern)
-                targets = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
-                for t in targets:
-                    if os.path.isdir(t):
-                        for sub in sorted(os.listdir(t)):
-                            visit(os.path.join(t, sub))
-                    else:
-                        visit(t)
-
-    visit(root_conf)
-    return order
+    for p in paths:
+        real = os.path.realpath(p)
+        if real not in seen:
+            seen.add(real)
+            unique.append(p)
+    return unique
 
 
 def loaded_files() -> Located:
@@ -98,17 +92,7 @@ def loaded_files() -> Located:
     res = apachectl.dump_includes()
     files = apachectl.parse_dump_includes(res.output) if res.ok else []
     if res.ok and files:
-        # Fix: a file enabled under two names (sites-enabled/cn-ssl.conf and
-        # sites-enabled/001-cn.conf -> the same target) is listed twice by Apache;
-        # it is one file with one block to patch, so keep its first occurrence
-        # (as walk_includes does). Without this, status listed it twice and diff
-        # refused it as "several SSL vhosts" naming the same FILE:LINE twice.
-        unique, seen = [], set()
-        for p in files:
-            if os.path.realpath(p) not in seen:
-                seen.add(os.path.realpath(p))
-                unique.append(p)
-        return Located([VhostFile(p, os.path.realpath(p), b"") for p in unique], "apache", True)
+        return Located([VhostFile(p, os.path.realpath(p), b"") for p in _each_file_once(files)], "apache", True)
     cd = apachectl.confdir()
     walked = walk_includes(os.path.join(cd, "apache2.conf"), cd)
     return Located([VhostFile(p, os.path.realpath(p), b"") for p in walked], "walk", False, res.first_error)
@@ -157,9 +141,7 @@ def choose(loc: Located) -> policy.Assessment:
         raise NotFound(f"no CN SSL vhost with a client-verification block found (SSL vhosts seen: {where})")
     if len(cands) > 1:
         listed = ", ".join(f"{a.filename}:{a.line} ({a.server_name or '-'})" for a in cands)
-        if len({a.filename for a in cands}) == 1:
-            # Fix: --vhost picks a file, so it cannot choose between vhosts of one
-            # file; suggesting it sent the operator in a circle (same refusal again).
+        if len({a.filename for a in cands}) == 1:  # --vhost picks a file, not a vhost within it
             raise policy.PolicyError(
                 f"several SSL vhosts in one file carry a client-verification block: {listed}; "
                 "--vhost cannot choose between vhosts of the same file: move all but one to files of their own"
