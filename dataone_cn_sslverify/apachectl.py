@@ -247,7 +247,7 @@ def _wait_gone(master: int, old: "set[int]", grace: float) -> "set[int]":
     return left
 
 
-# --- Added for the maintainer scripts (dataone_cn_sslverify.maint) -----------
+# --- Service actions from maintainer scripts (dataone_cn_sslverify.maint) ------
 # Debian's policy layer for service actions from package scripts: a chroot, a
 # container image build or piuparts installs a policy-rc.d that forbids them.
 # The command an operator runs by hand does not ask (an operator's `apply`

@@ -7,8 +7,8 @@ that description, and nothing else (pure data and lookups, no I/O):
 * `Profile`: one row to play -- User-Agent, whether it has a certificate to
   present, the pinned TLS version, whether it offers TLS 1.3 post-handshake
   auth (PHA), whether it accepts a server-initiated TLS 1.2 renegotiation.
-* `DEFAULT_PROFILES`: the legacy quick set (unpinned TLS).
-* `Client` and `CLIENTS`: the client matrix (issue 5). Each real client
+* `DEFAULT_PROFILES`: a quick set (unpinned TLS), resolvable by name.
+* `Client` and `CLIENTS`: the client matrix. Each real client
   family (browsers, curl, python-requests, R httr, Java HttpClient, Go, the
   DataONE Java and Python clients) is described by what its TLS stack does
   -- the User-Agent it sends, whether it offers PHA, whether it accepts a
@@ -97,8 +97,7 @@ class Profile:
         return self.client or self.name
 
 
-# The legacy quick set (DEFAULT_PROFILES, unpinned TLS; the transaction's gate
-# used it before the matrix). Its browser profiles are instruments, not
+# The quick set (DEFAULT_PROFILES, unpinned TLS). Its browser profiles are instruments, not
 # imitations of a TLS stack: they send
 # the browser's User-Agent, accept a TLS 1.2 renegotiation and offer TLS 1.3
 # post-handshake auth, so that *any* certificate request the server makes is
@@ -221,7 +220,7 @@ class Client:
 
 _UA_IE11_WIN7 = "Mozilla/5.0 (Windows NT 6.1; WOW64; Trident/7.0; rv:11.0) like Gecko"
 
-#: The client families of the matrix (issue 5). User-Agents are real ones.
+#: The client families of the matrix. User-Agents are real ones.
 CLIENTS: Tuple[Client, ...] = (
     Client("browser-ie11-win7", BROWSER, "Internet Explorer 11 on Windows 7", _UA_IE11_WIN7,
            "SChannel (Windows 7)", pha=False, renegotiation=False, max_tls="1.2",
@@ -338,7 +337,7 @@ def matrix_profiles(
 def get_profile(name: str, profiles: Optional[Iterable[Profile]] = None) -> Profile:
     """The profile called ``name`` (KeyError if none).
 
-    Without ``profiles``: the legacy `DEFAULT_PROFILES` first, then every
+    Without ``profiles``: `DEFAULT_PROFILES` first, then every
     row of the full matrix (`matrix_profiles`).
     """
     pool: Iterable[Profile] = profiles if profiles is not None else (

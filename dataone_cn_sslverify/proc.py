@@ -3,9 +3,9 @@
 Why one helper: every external program this tool runs (``apache2ctl``,
 ``systemctl``, ``policy-rc.d``, ``dpkg-query``, ``sh`` for Debian's
 envvars) can hang, be missing or print bytes that are not UTF-8 (a vhost
-path in latin-1, a localised message). Each call site used to choose its
-own timeout, its own decoding and its own exceptions; here a call returns a
-`Ran` that says what happened, and the caller decides what it means.
+path in latin-1, a localised message). One place decides the timeout
+handling, the decoding and the exceptions: a call returns a `Ran` that says
+what happened, and the caller decides what it means.
 
 Output is decoded as UTF-8 with replacement characters (the text is shown
 to a person and parsed for ASCII markers), or as latin-1 when the caller

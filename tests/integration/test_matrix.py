@@ -1,6 +1,6 @@
 """The client matrix against a real Apache 2.4: the original ``webkit-only`` block and the applied change.
 
-What this module proves (issue 5):
+What this module proves:
 
 * the full matrix (every client family, with and without a certificate, TLS
   1.2 and TLS 1.3, with PHA and without) for ``webkit-only`` and for the

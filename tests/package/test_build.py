@@ -1,6 +1,6 @@
 """The .deb as the release pipeline builds it: `make deb` (debian/, dpkg-buildpackage) and stdeb.
 
-What is checked (issue 4, items 1-3):
+What is checked:
 
 * `scripts/build-deb` (what `make deb` runs) writes the .deb, a .sha256 per
   artifact, the .buildinfo and the .changes; the version comes from
