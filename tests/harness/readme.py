@@ -51,6 +51,7 @@ def shown_commands(text: str) -> List[Tuple[int, str]]:
     got = []
     for n, line in code_lines(text) + inline_spans(text):
         bare = re.sub(r"^(\$\s+)?(sudo\s+)?(env\s+(\S+=\S*\s+)+)?", "", line)
+        bare = re.sub(r"^\./%s-from-clone\b" % PROG, PROG, bare)  # the same command, run from a clone
         if bare.startswith(PROG + " ") or bare == PROG:
             got.append((n, bare))
     return sorted(got)
