@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 import pytest
 

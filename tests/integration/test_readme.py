@@ -54,3 +54,21 @@ def test_every_read_only_readme_form_runs(apache: ApacheInstance, tmp_path: Path
                 where, " ".join(argv), p.returncode, p.stderr.decode("latin-1")[-2000:]))
     assert not failures, "\n\n".join(failures)
     assert apache.vhost_bytes() == vhost, "a read-only command changed the vhost"
+
+
+def test_readme_sample_runs_are_what_the_command_prints(apache: ApacheInstance):
+    """The README's sample session, rerun now: same lines once paths, ports, ids and pids are normalised."""
+    import difflib
+
+    from harness.readme_samples import README, SEQUENCE, masked, readme_samples, run_samples
+
+    shown = readme_samples(README.read_text(encoding="utf-8"))
+    assert sorted(shown) == sorted(name for name, _ in SEQUENCE), "README sample markers: %s" % sorted(shown)
+    real = run_samples(apache)
+    stale = []
+    for name, _ in SEQUENCE:
+        if masked(shown[name]) != masked(real[name]):
+            stale.append("".join(difflib.unified_diff(masked(shown[name]).splitlines(True),
+                                                      masked(real[name]).splitlines(True),
+                                                      "README.md sample: " + name, "the command now")))
+    assert not stale, "README samples are stale; rewrite them with `make readme-samples`:\n" + "\n".join(stale)

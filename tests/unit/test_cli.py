@@ -8,7 +8,6 @@ tests/integration/test_readme.py).
 from __future__ import annotations
 
 import json
-import os
 import socket
 from pathlib import Path
 from typing import List
