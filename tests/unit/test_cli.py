@@ -168,3 +168,12 @@ def test_the_package_docstring_lists_every_module():
     stale = sorted(listed - set(modules))
     assert not missing, "dataone_cn_sslverify/__init__.py does not list %s" % missing
     assert not stale, "dataone_cn_sslverify/__init__.py lists modules that do not exist: %s" % stale
+
+
+def test_every_man_page_example_parses():
+    page = (REPO / "man" / "dataone-cn-sslverify.8").read_text(encoding="utf-8").replace("\\-", "-")
+    examples = page[page.index(".SH EXAMPLES"):page.index(".SH SEE ALSO")]
+    lines = [ln.split()[1:] for ln in examples.splitlines() if ln.startswith("dataone-cn-sslverify ")]
+    assert len(lines) >= 5
+    for argv in lines:
+        assert cli.build_parser().parse_args(argv).command == argv[0]
