@@ -88,20 +88,6 @@ USER_AGENTS: Dict[str, str] = {
     "d1-libclient-java": "d1_libclient_java/2.3.1 Apache-HttpClient/4.5.13 (Java/1.8.0_392)",
 }
 
-_FALLBACK_POLICY = """\
-# dataone-cn-sslverify policy (test fallback copy written by tests/harness:
-# /work/main/conf/cn-sslverify.conf did not exist when this instance was built)
-#
-# Ask API clients (not browsers) for an optional X.509 client certificate on /cn.
-SSLVerifyClient none
-<Location "/cn">
-    <If " ! ( %{HTTP_USER_AGENT} =~ /(windows|chrome|mozilla|safari|webkit)/i )">
-        SSLVerifyClient optional
-    </If>
-</Location>
-SSLVerifyDepth 10
-"""
-
 _JK_MOUNT = """\
 # jk_mount -- Tomcat mounts for the CN, maintained by dataone-cn-os-core.
 # (Test stand-in: mod_jk is not installed, so everything is wrapped in
@@ -368,7 +354,7 @@ class ApacheInstance:
         self.pki = pki if pki is not None else make_pki(self.root / "pki", server_name)
         if self.pki.server_name != server_name:
             raise ApacheError("pki was made for %r, instance serves %r" % (self.pki.server_name, server_name))
-        self.policy_source: Optional[Path] = None
+        self.policy_source: Path = POLICY_SOURCE
         self._vhost_template = vhost.encode() if isinstance(vhost, str) else vhost
         self._rendered_vhost = b""
         self._build(list(modules) + [m for m in extra_modules if m not in modules], policy_source)
@@ -430,12 +416,8 @@ class ApacheInstance:
         # Policy snippet the package includes (its conffile, relocated).
         self.policy_path.parent.mkdir(parents=True, exist_ok=True)
         src_policy = Path(policy_source) if policy_source is not None else POLICY_SOURCE
-        if src_policy.is_file():
-            shutil.copyfile(str(src_policy), str(self.policy_path))
-            self.policy_source = src_policy
-        else:
-            self.policy_path.write_text(_FALLBACK_POLICY)
-            self.policy_source = None
+        shutil.copyfile(str(src_policy), str(self.policy_path))  # the repository's conf/: one copy of the policy
+        self.policy_source = src_policy
 
         # The vhost, enabled the way a2ensite does it.
         self._render_vhost()
