@@ -11,7 +11,7 @@ and is not handled here.
 
 Like ``apache2-maintscript-helper``, each function below documents its
 parameters, its return value (the script's exit status) and its behaviour.
-The rules, from design.md "Package lifecycle" and Debian Policy:
+The rules, from docs/design.md "Package lifecycle" and Debian Policy:
 
 * Never edit a conffile of another package (Policy 10.7.3): such a vhost is
   left alone with a note; the operator may run the command by hand.

@@ -188,7 +188,7 @@ def test_browser_list_browsers_not_asked_api_asked(servers, backend, tls):
     java = by["api-java-nopha"]
     if tls == "1.2":
         assert java.cert_requested and java.how == P.HOW_RENEGOTIATION and java.status == 200, row(java)
-    else:  # no PHA under TLS 1.3: never asked, refused (cn-facts: AH10158)
+    else:  # no PHA under TLS 1.3: never asked, refused (docs/facts.md: AH10158)
         assert not java.cert_requested and java.status == 403, row(java)
 
     v = P.verdict(results)
