@@ -20,6 +20,8 @@ import ipaddress
 import os
 import re
 import shutil
+import socket
+import ssl
 import struct
 import time
 from dataclasses import dataclass
@@ -64,9 +66,21 @@ class Result:
 
     @property
     def first_error(self) -> str:
-        """The line of the output that says what is wrong (Apache's 'AH00526: Syntax error ...')."""
+        """The line of the output that says what is wrong (Apache's 'AH00526: Syntax error ...').
+
+        An ``AHnnnnn:`` line that names a file and line wins (with the line
+        after it, which says what); lines that merely contain the word
+        "error" (``DUMP_INCLUDES`` lists ``localized-error-pages.conf``) do not.
+        """
         lines = [ln.strip() for ln in self.output.splitlines() if ln.strip()]
         for i, ln in enumerate(lines):
+            if _AH_CODE.match(ln) and "Could not reliably determine" not in ln:
+                if ln.endswith(":") and i + 1 < len(lines):
+                    return f"{ln} {lines[i + 1]}"
+                return ln
+        for i, ln in enumerate(lines):
+            if _INCLUDE_LINE.match(ln) or ln.startswith("Included configuration files"):
+                continue
             if "error" in ln.lower() or ln.startswith("AH"):
                 if "Could not reliably determine" not in ln:
                     # "AH00526: Syntax error on line N of FILE:" says where; the next line says
@@ -75,6 +89,9 @@ class Result:
                         return f"{ln} {lines[i + 1]}"
                     return ln
         return lines[-1] if lines else ""
+
+
+_AH_CODE = re.compile(r"^(?:\[[^]]*\]\s*)*AH[0-9]{5}:")
 
 
 def run(args: List[str], timeout: float = 120.0) -> Result:
@@ -320,3 +337,55 @@ def _proc_addr(hexaddr: str, family: int) -> str:
     words = [int(hexaddr[i:i + 8], 16) for i in range(0, len(hexaddr), 8)]
     raw = b"".join(struct.pack("<I", w) for w in words)
     return str(ipaddress.IPv4Address(raw) if family == 4 else ipaddress.IPv6Address(raw))
+
+
+# --- Is Apache really serving? (after a start or reload on the way back) ------------
+
+
+def master_state(pid: int) -> Optional[str]:
+    """The process state letter from /proc/PID/stat (``Z`` zombie, ``S``, ``R`` ...), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def tls_answers(host: str, port: int, sni: Optional[str], timeout: float = 3.0) -> Tuple[bool, str]:
+    """Does host:port complete a TLS handshake (no certificate checks: only "is it serving")?"""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            with ctx.wrap_socket(sock, server_hostname=sni or None) as tls:
+                return True, f"{host}:{port} answers {tls.version()}"
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        return False, f"{host}:{port} does not answer TLS ({exc})"
+
+
+def verify_serving(target: Optional[Tuple[str, int, str]], wait: float = 10.0) -> Tuple[bool, str]:
+    """Check, not assume, that Apache serves: master alive and not a zombie, and the vhost's port answers TLS.
+
+    `run` returning 0 is not enough: ``apache2ctl start`` says "already
+    running" about a master that is dead or a zombie. Retried for up to wait
+    seconds (a fresh start takes a moment to listen). Returns (ok, what was seen).
+    """
+    deadline = time.monotonic() + wait
+    seen = "Apache is not running"
+    while True:
+        pid = master_pid()
+        state = master_state(pid) if pid is not None else None
+        if pid is None or state is None or state in ("Z", "X", "x"):
+            seen = "Apache is not running" + (f" (master pid {pid} is {state or 'gone'})" if pid is not None else
+                                              f" (no live master process; pid file {pid_file()})")
+        elif target is None:
+            return True, f"master pid {pid} alive ({state})"
+        else:
+            ok, said = tls_answers(*target)
+            if ok:
+                return True, f"master pid {pid} alive, {said}"
+            seen = f"Apache master pid {pid} is alive but {said}"
+        if time.monotonic() >= deadline:
+            return False, seen
+        time.sleep(0.2)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import __version__
 from . import apacheconf as ac
-from . import apachectl, hazards, locate, paths, policy, probe, transaction
+from . import apachectl, display, hazards, locate, paths, policy, probe, transaction
 from .errors import ExitCode, Refused, SslVerifyError
 from .store import LockTimeout, Store
 
@@ -32,7 +32,8 @@ class Output:
         self.verbose = verbose
 
     def line(self, text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
+        """One line for a person: control characters from config files shown escaped, never sent raw."""
+        print(display.escape(text, keep_newlines=True), file=sys.stderr, flush=True)
 
     def debug(self, text: str) -> None:
         if self.verbose:
@@ -82,6 +83,8 @@ def recover_first(out: Output) -> int:
         got = transaction.recover(store, lambda n, ok, d: out.line(f"{n}: {d}"))
     finally:
         store.unlock()
+    if got is not None and got.result == "journal-unreadable":
+        return -1  # said so above; read-only commands still work
     if got is not None and got.exit_code == ExitCode.UNRESTORED:
         out.document(got.to_json())
         return ExitCode.UNRESTORED
@@ -160,6 +163,23 @@ def cmd_revert(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_restore(args: argparse.Namespace, out: Output) -> int:
     return _run_transaction("restore", args, out, reload=not args.no_reload, backup_id=args.id)
+
+
+def cmd_discard_journal(args: argparse.Namespace, out: Output) -> int:
+    """Set an unreadable or untrusted journal aside (a copy is kept); changes no other file."""
+    store = Store(paths.state_dir())
+    store.lock("discard-journal", transaction.LOCK_TIMEOUT)
+    try:
+        kept = store.discard_journal()
+    finally:
+        store.unlock()
+    if kept is None:
+        out.line(f"discard-journal: no journal at {store.journal_path}: nothing to do")
+    else:
+        out.line(f"discard-journal: {store.journal_path} moved to {kept}; no other file was changed "
+                 f"(check with `{display.command(['dataone-cn-sslverify', 'status'])}`)")
+    out.document({"result": "discarded" if kept else "unchanged", "journal": store.journal_path, "kept": kept})
+    return ExitCode.OK
 
 
 def cmd_backups(args: argparse.Namespace, out: Output) -> int:
@@ -256,7 +276,7 @@ def cmd_check(args: argparse.Namespace, out: Output) -> int:
     if out.as_json:
         out.document(report.to_json())
     else:
-        sys.stdout.write(hazards.format_report(report))
+        sys.stdout.write(display.escape(hazards.format_report(report), keep_newlines=True))
     return report.exit_code
 
 
@@ -269,6 +289,7 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "restore": cmd_restore,
     "probe": cmd_probe,
     "check": cmd_check,
+    "discard-journal": cmd_discard_journal,
 }
 TRANSACTIONS = ("apply", "revert", "restore")
 
@@ -318,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--no-reload", action="store_true", help="write and config-test only; do not reload Apache")
         sp.add_argument("--no-probe", action="store_true", help="skip the live check after the reload")
     command("backups", "list full-file backups (newest first)")
+    command("discard-journal", "set aside an unreadable journal of an interrupted run (a copy is kept)")
     sp = command("restore", "restore a full-file backup by ID, with the same safety steps")
     sp.add_argument("id", metavar="ID")
     sp.add_argument("--no-reload", action="store_true", help="write and config-test only; do not reload Apache")
@@ -378,7 +400,8 @@ def _report_bug(exc: Exception, out: Output) -> int:
     out.line(f"error: internal error: {type(exc).__name__}: {exc}")
     if os.path.exists(journal):
         out.line(f"error: a change was under way ({journal}); run `dataone-cn-sslverify status` to put the "
-                 "previous configuration back (it recovers from the journal), then report this")
+                 "previous configuration back (it recovers from the journal; if it says the journal is "
+                 "unreadable, `dataone-cn-sslverify discard-journal` sets it aside), then report this")
         out.document({"result": "unrestored", "error": repr(exc)})
         return int(ExitCode.UNRESTORED)
     out.line("error: nothing was changed")
@@ -394,7 +417,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(exc.code or 0)
     out = Output(args.json, args.verbose)
     try:
-        if args.command not in TRANSACTIONS:  # transactions recover under their own lock
+        if args.command not in TRANSACTIONS + ("discard-journal",):  # transactions recover under their own lock
             code = recover_first(out)
             if code >= 0:
                 return code

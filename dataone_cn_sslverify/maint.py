@@ -39,6 +39,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from . import apacheconf as ac
 from . import apachectl, locate, paths, policy, proc, transaction
+from .errors import ExitCode
 from .store import Store
 
 PACKAGE = "dataone-cn-sslverify"
@@ -228,12 +229,12 @@ def apply_policy(event: str) -> int:
         note(f"{event}: Apache was not reloaded ({permission}); the policy takes effect at its next (re)start.")
     if out.result in ("changed", "unchanged"):
         return EXIT_OK
-    if out.exit_code == transaction.EXIT_REFUSED and not _transient(out):
+    if out.exit_code == ExitCode.REFUSED and not _transient(out):
         note(f"{event}: refused ({out.message}). Nothing changed; the package stays installed. Fix the vhost, "
              f"then run `{PACKAGE} apply`.")
         return EXIT_OK
     note(f"{event}: FAILED: {out.message}")
-    if out.exit_code != transaction.EXIT_UNRESTORED:
+    if out.exit_code != ExitCode.UNRESTORED:
         note(f"{event}: the previous configuration is in place. Fix the cause, then run `dpkg --configure -a`.")
     return EXIT_FAIL
 
@@ -330,7 +331,7 @@ def prerm_remove() -> int:
                                     no_reload_reason=None if allowed else permission)
         out = t.run()
         print(f"revert: {out.result}: {out.message}", file=sys.stderr, flush=True)
-        if out.exit_code != transaction.EXIT_OK:
+        if out.exit_code != ExitCode.OK:
             problems.append(f"{a.filename}: {out.message}")
         elif out.result == "changed" and not allowed:
             note(f"prerm remove: Apache was not reloaded ({permission}); the original block takes effect "

@@ -14,9 +14,16 @@ files 0600), never under ``/etc/apache2`` where Apache could load it.
 * ``lock``: an ``flock`` that the kernel releases when the holder dies, with
   the holder's pid and command inside, for the message a waiting run prints.
 
-`atomic_write` is the only way a vhost is written: temp file in the same
-directory, fsync, rename over the target, fsync the directory; mode, owner
-and group kept; a symlink is followed and its target replaced.
+`cas_write` is the only way a vhost is written: a temp file created with
+``O_EXCL|O_NOFOLLOW`` in the same directory, fsync, then -- only if the
+target still holds the bytes the change was planned from -- rename over the
+target and fsync the directory; mode, owner and group kept; a symlink is
+followed and its target replaced.
+
+Nothing here trusts the disk: the state dir must be owned by the effective
+user and writable by nobody else (`check_state_dir`), files in it are
+created without following links, and backup records are only believed when
+their names follow the naming scheme and their files lie in ``backups/``.
 """
 
 from __future__ import annotations
@@ -26,12 +33,36 @@ import fcntl
 import hashlib
 import json
 import os
+import re
+import stat
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
+
+from . import display
+from .errors import Refused, Unrestored
 
 KEEP_BACKUPS = 10
 TMP_SUFFIX = ".dataone-cn-sslverify.tmp"
+#: ``20261201T215252_123456-apply-cn-ssl.conf``: stamp, operation, file name.
+BACKUP_ID = re.compile(r"\A[0-9]{8}T[0-9]{6}_[0-9]{6}-[a-z][a-z-]*-[^/\x00]+\Z")
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+class ChangedMeanwhile(RuntimeError):
+    """The target no longer holds the bytes the change was planned from: nothing written."""
+
+
+class UnsafeStateDir(Refused):
+    """The state dir (or a directory above it) could be changed by someone else: refuse to use it."""
+
+
+class JournalUnreadable(Unrestored):
+    """journal.json exists but cannot be believed (corrupt, not a regular file, or naming files we never manage)."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"the journal at {path} is unreadable ({why})")
+        self.path, self.why = path, why
 
 
 def sha256(data: bytes) -> str:
@@ -52,18 +83,47 @@ def temp_path(target: str) -> str:
     return os.path.join(os.path.dirname(real), "." + os.path.basename(real) + TMP_SUFFIX)
 
 
-def atomic_write(target: str, data: bytes, mode: Optional[int] = None) -> str:
-    """Replace the file at target (its symlink target, if a link) atomically; returns the real path.
+def _open_new(path: str) -> int:
+    """Create path for writing; never through a link or over a file someone planted there.
 
-    The new file keeps the old one's mode, owner and group (or ``mode`` for a new file).
+    A leftover of ours (a crash between create and rename) is removed first:
+    unlinking a planted symlink removes the link, not what it points to. If
+    something is planted again in between, ``O_EXCL`` fails and nothing is written.
     """
-    real = os.path.realpath(target)
-    tmp = temp_path(real)
-    try:
-        st: Optional[os.stat_result] = os.stat(real)
-    except FileNotFoundError:
-        st = None
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    _unlink_quietly(path)
+    return os.open(path, _NEW_FILE, 0o600)
+
+
+def atomic_write(target: str, data: bytes, mode: Optional[int] = None) -> str:
+    """Replace the file at target (its symlink target, if a link) atomically; returns the real path."""
+    return cas_write(target, data, None, mode=mode)
+
+
+def cas_write(target: str, data: bytes, basis: Optional[bytes], *, new_file: bool = False,
+              mode: Optional[int] = None, private: bool = False) -> str:
+    """Compare and swap: replace target with data only if it still holds basis (None: do not compare).
+
+    The temp file is written and fsynced first, so the window between the
+    final comparison and the rename is a read and a ``rename(2)``. With
+    ``new_file`` the target must not exist (basis is ignored). Raises
+    `ChangedMeanwhile` (and writes nothing) when the bytes differ. The new
+    file keeps the old one's mode, owner and group (or ``mode`` for a new file).
+    A ``private`` file (in the state dir) is never followed: a link planted in
+    its place is replaced, not written through; it is always ours, 0600.
+    """
+    if private:
+        real = os.path.abspath(target)
+        tmp = os.path.join(os.path.dirname(real), "." + os.path.basename(real) + TMP_SUFFIX)
+        st: Optional[os.stat_result] = None
+        mode = 0o600
+    else:
+        real = os.path.realpath(target)
+        tmp = temp_path(real)
+        try:
+            st = os.stat(real)
+        except FileNotFoundError:
+            st = None
+    fd = _open_new(tmp)
     try:
         view = memoryview(data)
         while view:
@@ -81,12 +141,68 @@ def atomic_write(target: str, data: bytes, mode: Optional[int] = None) -> str:
         raise
     os.close(fd)
     try:
+        if new_file:
+            if os.path.lexists(real):
+                raise ChangedMeanwhile(f"{real} exists now")
+        elif basis is not None and _current(real) != basis:
+            raise ChangedMeanwhile(f"{real} changed")
         os.rename(tmp, real)
     except BaseException:
         _unlink_quietly(tmp)
         raise
     _fsync_dir(os.path.dirname(real))
     return real
+
+
+def _current(path: str) -> Optional[bytes]:
+    try:
+        return read(path)
+    except FileNotFoundError:
+        return None
+
+
+def cas_remove(target: str, basis: bytes) -> None:
+    """Remove target only if it still holds basis (a file this tool created); ChangedMeanwhile otherwise."""
+    real = os.path.realpath(target)
+    if _current(real) != basis:
+        raise ChangedMeanwhile(f"{real} changed")
+    os.unlink(real)
+    _fsync_dir(os.path.dirname(real))
+
+
+def check_state_dir(root: str) -> None:
+    """Refuse a state dir that anyone but us could change (UnsafeStateDir, exit 2, with the fix).
+
+    The dir itself must be owned by the effective user and not writable by
+    group or others; each directory above it must be owned by root or the
+    effective user and not writable by others unless sticky (``/tmp``), so
+    nobody else can swap the dir for another.
+    """
+    euid = os.geteuid()
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        fix = display.commands(["chown", f"{euid}:", root], ["chmod", "0700", root])
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+            raise UnsafeStateDir(f"state dir {root} is not a directory (a symlink or a file); nothing changed; "
+                                 f"move it away and run again")
+        if st.st_uid != euid or st.st_mode & 0o022:
+            raise UnsafeStateDir(f"state dir {root} is owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o}: "
+                                 f"someone else could plant or change backups and the journal; nothing changed. "
+                                 f"Check its contents, then: {fix}")
+    parent = os.path.dirname(os.path.abspath(root))
+    while True:
+        pst = os.stat(parent)
+        writable = pst.st_mode & 0o002 or (pst.st_mode & 0o020 and pst.st_gid != 0)
+        if pst.st_uid not in (0, euid) or (writable and not pst.st_mode & stat.S_ISVTX):
+            raise UnsafeStateDir(f"{parent} (above the state dir {root}) can be changed by uid {pst.st_uid} or others "
+                                 f"(mode {stat.S_IMODE(pst.st_mode):04o}); nothing changed. Fix: "
+                                 + display.command(["chmod", "go-w", parent]))
+        if parent == os.path.dirname(parent):
+            return
+        parent = os.path.dirname(parent)
 
 
 def _unlink_quietly(path: str) -> None:
@@ -144,20 +260,32 @@ class Store:
 
     # -- layout -------------------------------------------------------------
     def ensure(self) -> None:
-        """Create the state dir tree, root-only (0700)."""
+        """Create the state dir tree (0700); refuse one that someone else could change."""
+        check_state_dir(self.root)
         for d in (self.root, self.backups_dir, self.blocks_dir):
-            os.makedirs(d, mode=0o700, exist_ok=True)
-            os.chmod(d, 0o700)
+            try:
+                os.mkdir(d, 0o700)
+            except FileExistsError:
+                if d != self.root:
+                    check_state_dir(d)
 
     def _write_private(self, path: str, data: bytes) -> None:
-        atomic_write(path, data, mode=0o600)
-        os.chmod(path, 0o600)
+        cas_write(path, data, None, private=True)
+
+    def _read_private(self, path: str) -> bytes:
+        """A file of ours, never read through a link planted in its place."""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as f:
+            return f.read()
 
     # -- lock ---------------------------------------------------------------
-    def lock(self, command: str, timeout: float) -> None:
+    def lock(self, command: str, timeout: float, interrupted: Callable[[], bool] = lambda: False) -> None:
         """Take the exclusive lock, waiting at most timeout seconds; LockTimeout names the holder."""
         self.ensure()
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UnsafeStateDir(f"{self.lock_path} is not a regular file; nothing changed")
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -167,7 +295,7 @@ class Store:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     os.close(fd)
                     raise
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or interrupted():
                     holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
                     os.close(fd)
                     raise LockTimeout(f"another dataone-cn-sslverify run holds {self.lock_path} ({holder}); "
@@ -189,16 +317,34 @@ class Store:
         self._write_private(self.journal_path, json.dumps(entry, indent=1, sort_keys=True).encode())
 
     def read_journal(self) -> Optional[Dict[str, Any]]:
+        """The journal as a dict, None when there is none; JournalUnreadable when it cannot be believed."""
         try:
-            with open(self.journal_path, "rb") as f:
-                return json.loads(f.read().decode())
+            raw = self._read_private(self.journal_path)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise JournalUnreadable(self.journal_path, exc.strerror or str(exc)) from None
+        try:
+            j = json.loads(raw.decode("utf-8"))
+        except ValueError as exc:
+            raise JournalUnreadable(self.journal_path, f"not JSON: {exc}") from None
+        if not isinstance(j, dict):
+            raise JournalUnreadable(self.journal_path, "not a JSON object")
+        return j
 
     def clear_journal(self) -> None:
-        if os.path.exists(self.journal_path):
+        if os.path.lexists(self.journal_path):
             os.unlink(self.journal_path)
             _fsync_dir(self.root)
+
+    def discard_journal(self) -> Optional[str]:
+        """Move the journal aside (kept as ``journal.json.discarded-STAMP``); returns the copy's path."""
+        if not os.path.lexists(self.journal_path):
+            return None
+        keep = f"{self.journal_path}.discarded-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
+        os.rename(self.journal_path, keep)
+        _fsync_dir(self.root)
+        return keep
 
     # -- backups ------------------------------------------------------------
     def backup(self, path: str, data: bytes, op: str) -> Backup:
@@ -223,21 +369,37 @@ class Store:
         return b
 
     def backups(self, path: Optional[str] = None) -> List[Backup]:
-        """Backups, newest first; only those of path (real path) when given."""
-        out = []
+        """Backups, newest first; only those of path (real path) when given.
+
+        A record is believed only when its id follows the naming scheme, its
+        file name is that id inside ``backups/`` and the vhost path is absolute;
+        anything else in the directory is ignored (and never deleted).
+        """
+        out: List[Backup] = []
         if not os.path.isdir(self.backups_dir):
             return out
         for name in os.listdir(self.backups_dir):
-            if not name.endswith(".json"):
+            if not name.endswith(".json") or not BACKUP_ID.match(name[:-5]):
                 continue
             try:
-                with open(os.path.join(self.backups_dir, name), "rb") as f:
-                    b = Backup(**json.loads(f.read().decode()))
+                b = Backup(**json.loads(self._read_private(os.path.join(self.backups_dir, name)).decode()))
             except (OSError, ValueError, TypeError):
+                continue
+            if not self.valid_record(b) or b.id != name[:-5]:
                 continue
             if path is None or b.path == os.path.realpath(path):
                 out.append(b)
         return sorted(out, key=lambda b: (b.created, b.id), reverse=True)
+
+    def valid_record(self, b: Backup) -> bool:
+        """Does this record describe one of our backups (not a path someone wrote into a JSON file)?"""
+        return (isinstance(b.id, str) and bool(BACKUP_ID.match(b.id)) and b.file == os.path.join(self.backups_dir, b.id)
+                and isinstance(b.path, str) and os.path.isabs(b.path) and isinstance(b.sha256, str)
+                and bool(re.match(r"\A[0-9a-f]{64}\Z", b.sha256)))
+
+    def is_backup_file(self, path: str) -> bool:
+        """A path inside backups/ whose name follows the naming scheme."""
+        return os.path.dirname(path) == self.backups_dir and bool(BACKUP_ID.match(os.path.basename(path)))
 
     def get_backup(self, bid: str) -> Backup:
         for b in self.backups():
@@ -247,16 +409,27 @@ class Store:
 
     def verified_bytes(self, b: Backup) -> bytes:
         """The backup's bytes, refusing a copy whose hash no longer matches."""
-        data = read(b.file)
+        if not self.valid_record(b):
+            raise ValueError(f"backup record {b.id!r} is not one of ours; not using it")
+        data = self._read_private(b.file)
         if sha256(data) != b.sha256:
             raise ValueError(f"{b.file}: backup is corrupt (sha256 mismatch)")
         return data
+
+    def read_backup_file(self, path: str) -> bytes:
+        """The bytes of one of our backup files (refusing any other path a record may name)."""
+        if not self.is_backup_file(path):
+            raise OSError(0, f"{path} is not a backup of this tool")
+        return self._read_private(path)
 
     def prune(self, path: str, keep: int = KEEP_BACKUPS) -> List[str]:
         """Delete all but the newest keep backups of path; returns the ids removed."""
         removed = []
         for b in self.backups(path)[keep:]:
-            for f in (b.file, b.file + ".json"):
+            own = os.path.join(self.backups_dir, b.id)  # from the validated id, never from the record's "file"
+            if not self.is_backup_file(own):
+                continue
+            for f in (own, own + ".json"):
                 _unlink_quietly(f)
             removed.append(b.id)
         return removed
@@ -275,11 +448,10 @@ class Store:
     def snippet_record(self) -> Optional[Dict[str, Any]]:
         """{"path", "sha256", "data": bytes} as last recorded, or None."""
         try:
-            with open(self.snippet_path, "rb") as f:
-                rec = json.loads(f.read().decode())
+            rec = json.loads(self._read_private(self.snippet_path).decode())
             rec["data"] = rec["data"].encode("latin-1")
             return rec
-        except (FileNotFoundError, KeyError, ValueError):
+        except (OSError, KeyError, ValueError, TypeError, AttributeError):
             return None
 
     # -- saved original blocks ---------------------------------------------
@@ -296,10 +468,12 @@ class Store:
 
     def load_block(self, path: str) -> Optional[Dict[str, Any]]:
         try:
-            with open(self._block_file(path), "rb") as f:
-                return json.loads(f.read().decode())
+            rec = json.loads(self._read_private(self._block_file(path)).decode())
         except FileNotFoundError:
             return None
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{self._block_file(path)}: saved block unreadable ({exc})") from None
+        return rec if isinstance(rec, dict) and isinstance(rec.get("block"), str) else None
 
     def drop_block(self, path: str) -> None:
         _unlink_quietly(self._block_file(path))

@@ -6,36 +6,46 @@ Steps, in order (each reports one line):
     journal -> write -> configtest -> reload -> probe -> commit
 
 Before ``write`` nothing has changed, so a failure there is a refusal (exit 2)
-or a plain failure (exit 1) with nothing to undo. From ``write`` on, any
-failure goes through the single `Transaction._rollback` path: put the saved
-bytes back atomically, test, reload (restart only what we broke), and exit 1;
-if even that fails, exit 3 with the exact commands to run by hand.
+or a plain failure (exit 1) with nothing to undo. ``write`` is a compare and
+swap: if the vhost no longer holds the bytes the plan was made from, nothing
+is written (exit 2). From ``write`` on, any failure goes through the single
+rollback path, `reverter.Reverter.undo` -- the same one that recovers after a
+crash: put back each file that still holds our bytes, test, reload (or start
+what died), verify that Apache serves, exit 1; if any of it cannot be done,
+exit 3 with the exact commands.
 
 The journal, written before the vhost is touched, makes a SIGKILL at any
-point recoverable: the next run of any command finds it and puts the vhost
-back to its pre-change bytes (`recover`).
+point recoverable: the next run of any command finds it (`recover`).
+SIGINT/SIGTERM/SIGHUP are deferred to step boundaries (`interrupts`), so no
+signal can skip the rollback.
 
-``DATAONE_CN_SSLVERIFY_FAILPOINT=kill:STEP`` makes the process SIGKILL itself
-when it reaches STEP: the test suite's real crash at a deterministic point.
+`FAILPOINT` is a test hook, settable only in-process (tests/ has the
+wrapper that runs the command with it); the package reads no environment
+variable for it.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import syslog
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import apacheconf as ac
-from . import apachectl, locate, paths, policy, probe
-from .store import Backup, LockTimeout, Store, atomic_write, read, sha256, temp_path
+from . import apachectl, display, interrupts, locate, paths, policy, probe, reverter
+from .errors import ExitCode, SslVerifyError
+from .livecheck import gate, probe_target
+from .store import Backup, ChangedMeanwhile, JournalUnreadable, LockTimeout, Store, cas_write, read
 
-EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_UNRESTORED, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 LOCK_TIMEOUT = float(os.environ.get("DATAONE_CN_SSLVERIFY_LOCK_TIMEOUT", "60"))
 PROBE_PATH = "/cn/"
+TOOL = "dataone-cn-sslverify"
+
+#: Test hook called with each step's name as it starts (tests/integration/failpoint_cli.py sets it).
+FAILPOINT: Optional[Callable[[str], None]] = None
+
+__all__ = ["Transaction", "Outcome", "Step", "recover", "check_snippet", "probe_target", "gate", "LOCK_TIMEOUT"]
 
 
 @dataclass
@@ -50,7 +60,7 @@ class Step:
 
 @dataclass
 class Outcome:
-    result: str  # changed | unchanged | rolled-back | refused | failed | unrestored | not-found
+    result: str  # changed | unchanged | rolled-back | refused | failed | unrestored | not-found | recovered
     exit_code: int
     steps: List[Step] = field(default_factory=list)
     backup: Optional[str] = None
@@ -59,7 +69,7 @@ class Outcome:
     probe: List[Dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> Dict[str, Any]:
-        return {"result": self.result, "exit_code": self.exit_code, "file": self.file, "backup": self.backup,
+        return {"result": self.result, "exit_code": int(self.exit_code), "file": self.file, "backup": self.backup,
                 "message": self.message, "steps": [s.to_json() for s in self.steps], "probe": self.probe}
 
 
@@ -71,18 +81,9 @@ class Abort(Exception):
         self.result, self.code, self.message = result, code, message
 
 
-_FAILPOINT_SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "hup": signal.SIGHUP, "int": signal.SIGINT}
-
-
 def failpoint(step: str) -> None:
-    """Test hook: send ourselves a real signal at step (``kill:STEP``, ``term:STEP``, ``hup:STEP``, ``int:STEP``).
-
-    A crash (SIGKILL) or an interruption (an operator's Ctrl-C, a dropped ssh
-    session) at a deterministic point, by real means rather than a simulation.
-    """
-    kind, _, at = os.environ.get("DATAONE_CN_SSLVERIFY_FAILPOINT", "").partition(":")
-    if at == step and kind in _FAILPOINT_SIGNALS:
-        os.kill(os.getpid(), _FAILPOINT_SIGNALS[kind])
+    if FAILPOINT is not None:
+        FAILPOINT(step)
 
 
 def log_syslog(message: str, ok: bool) -> None:
@@ -95,51 +96,6 @@ def log_syslog(message: str, ok: bool) -> None:
         pass
 
 
-def probe_target(a: policy.Assessment) -> Tuple[str, int, str]:
-    """(host, port, SNI) to reach the vhost from this host: its own address and ServerName."""
-    host, port = "127.0.0.1", 443
-    for addr in a.addresses:
-        h, _, p = addr.rpartition(":") if not addr.endswith("]") else (addr, "", "")
-        if not h:
-            h, p = addr, ""
-        if p.isdigit():
-            port = int(p)
-        if h not in ("*", "_default_", ""):
-            host = h.strip("[]")
-        break
-    if host == "127.0.0.1":  # a wildcard vhost: go where Apache really listens on that port
-        listening = apachectl.listening_addresses(port)
-        if listening and "127.0.0.1" not in listening:
-            host = listening[0]
-    sni = (a.server_name or host).split(":")[0]
-    return host, port, sni
-
-
-IE11_ROW = "browser-ie11-win7/1.2/nocert"
-
-
-def gate(op: str, before: Optional[List[probe.ProbeResult]], after: List[probe.ProbeResult]) -> Tuple[bool, str]:
-    """Did the live server behave as the change intends? (the client matrix of `probe`)
-
-    After ``apply``: `probe.gate_apply` -- no browser row asked, and every API
-    row that worked before the change still works.
-    After ``revert``: the original behaviour is back: API rows that worked
-    still work, and IE11 (not WebKit, so asked by every historical variant)
-    is asked again.
-    """
-    if op == "apply":
-        v = probe.gate_apply(before, after)
-        return v.ok, v.summary if v.ok else "; ".join(v.problems)
-    v = probe.gate_apply(before, after, browsers_unasked=False)
-    problems = list(v.problems)
-    ie = next((r for r in after if r.name == IE11_ROW), None)
-    if ie is not None and not ie.cert_requested and not ie.skipped:
-        problems.append(f"{IE11_ROW} not asked, but every original block asks it: {ie.error or 'no request'}")
-    if problems:
-        return False, "; ".join(problems)
-    return True, "browser (IE11) asked, API clients asked: original behaviour back"
-
-
 class Transaction:
     """apply / revert / restore as explicit steps with one rollback path."""
 
@@ -148,15 +104,16 @@ class Transaction:
                  lock_timeout: float = LOCK_TIMEOUT, no_reload_reason: Optional[str] = None) -> None:
         assert op in ("apply", "revert", "restore")
         self.op, self.vhost, self.reload, self.do_probe, self.backup_id = op, vhost, reload, do_probe, backup_id
-        # Added for maint.py: why reload=False, when it is not the operator's --no-reload
-        # (e.g. "policy-rc.d forbids reload of apache2"); only changes the step's wording.
+        # Why reload=False when it is not the operator's --no-reload (maint.py: "policy-rc.d forbids
+        # reload of apache2"); only changes the step's wording.
         self.no_reload_reason = no_reload_reason
         self.report = report or (lambda s: None)
         self.lock_timeout = lock_timeout
         self.store = Store(paths.state_dir())
         self.steps: List[Step] = []
         self.file: Optional[str] = None
-        self.before: Optional[bytes] = None
+        self.before: Optional[bytes] = None  # what a rollback puts back
+        self.basis: Optional[bytes] = None  # the bytes the plan was made from (compare-and-swap)
         self.backup: Optional[Backup] = None
         self.written = False
         self.reloaded = False
@@ -167,6 +124,9 @@ class Transaction:
         self.snippet_mode = False  # apply on an applied vhost whose policy snippet was edited
         self.new: Optional[bytes] = None
         self.config_error = ""  # what `apache2ctl configtest` said before the change, if it failed
+        self.warnings: List[str] = []
+        self.signals = interrupts.Deferred()
+        self.reverter: Optional[reverter.Reverter] = None
 
     # -- reporting ------------------------------------------------------------
     def step(self, name: str, ok: bool, detail: str) -> None:
@@ -175,48 +135,73 @@ class Transaction:
         self.report(s)
 
     def _outcome(self, result: str, code: int, message: str) -> Outcome:
+        for w in self.warnings:
+            message += f"; warning: {w}"
+        if self.signals.received:
+            message += f" ({self.signals.summary()} received during the run: " + (
+                "taken as an interruption)" if result != "changed" else "arrived after the commit point)")
         out = Outcome(result, code, self.steps, self.backup.file if self.backup else None, self.file, message,
                       self.probe_results)
-        log_syslog(f"{self.op} {self.file or '-'}: {result} (exit {code}){': ' + message if message else ''}", code == 0)
+        log_syslog(f"{self.op} {self.file or '-'}: {result} (exit {int(code)}){': ' + message if message else ''}",
+                   code == 0)
         return out
+
+    def _checkpoint(self, step: str) -> None:
+        """The start of a step: the test hook, then any deferred signal is acted on here."""
+        failpoint(step)
+        sig = self.signals.pending()
+        if sig is not None:
+            raise Abort("failed", ExitCode.FAILED, f"interrupted by {sig}" + ("" if self.written else
+                                                                             " before anything was written"))
 
     # -- the transaction ------------------------------------------------------
     def run(self) -> Outcome:
-        previous = _raise_on_hangup()
-        try:
-            self._lock()
+        with self.signals:
             try:
-                recovered = recover(self.store, self.step)
-                if recovered is not None and recovered.exit_code == EXIT_UNRESTORED:
-                    return self._outcome(recovered.result, recovered.exit_code, recovered.message)
-                return self._run_locked()
-            finally:
-                self.store.unlock()
-        except Abort as exc:
-            return self._outcome(exc.result, exc.code, exc.message)
-        finally:
-            _restore_handlers(previous)
+                self._lock()
+                try:
+                    self._checkpoint("recover")
+                    recovered = self._recover()
+                    if recovered is not None:
+                        return recovered
+                    return self._run_locked()
+                finally:
+                    self.store.unlock()
+            except Abort as exc:
+                return self._outcome(exc.result, exc.code, exc.message)
+            except SslVerifyError as exc:  # an unsafe state dir, an unreadable journal
+                return self._outcome("refused" if exc.exit_code == ExitCode.REFUSED else "unrestored", exc.exit_code,
+                                     str(exc))
 
     def _lock(self) -> None:
         failpoint("lock")
         try:
-            self.store.lock(self.op, self.lock_timeout)
+            self.store.lock(self.op, self.lock_timeout, self.signals.interrupted)
         except LockTimeout as exc:
             self.step("lock", False, str(exc))
-            raise Abort("refused", EXIT_REFUSED, str(exc))
+            raise Abort("refused", ExitCode.REFUSED, str(exc))
+        except SslVerifyError as exc:
+            self.step("lock", False, str(exc))
+            raise
         except OSError as exc:
             self.step("lock", False, f"state dir {self.store.root}: {exc.strerror or exc}")
-            raise Abort("failed", EXIT_FAILED, f"cannot use the state dir {self.store.root}: {exc}; nothing changed")
+            raise Abort("failed", ExitCode.FAILED, f"cannot use the state dir {self.store.root}: {exc}; nothing changed")
         self.step("lock", True, self.store.lock_path)
 
+    def _recover(self) -> Optional[Outcome]:
+        """A run that died left a journal: undo it first; stop (exit 3) if a person must look."""
+        got = recover(self.store, self.step)
+        if got is not None and got.exit_code == ExitCode.UNRESTORED:
+            return self._outcome(got.result, got.exit_code, got.message)
+        return None
+
     def _run_locked(self) -> Outcome:
-        failpoint("recover")
         broken = self._configtest_before()
         new = self._plan()
         if broken is not None and not self.snippet_mode:
             raise broken  # the configuration was broken before us: refuse, nothing changed
         if new is None:
-            return self._outcome("unchanged", EXIT_OK, f"{self.file}: nothing to do")
+            return self._outcome("unchanged", ExitCode.OK, f"{self.file}: nothing to do")
         self.new = new
         if broken is None:
             self._probe_before()
@@ -228,27 +213,31 @@ class Transaction:
                 # The edited snippet is already on disk (an operator's edit, or dpkg unpacked a
                 # new conffile) and it is what breaks the configuration: that is a failed change
                 # of ours to undo, not a broken configuration to refuse.
-                raise Abort("failed", EXIT_FAILED,
+                raise Abort("failed", ExitCode.FAILED,
                             f"the edited policy snippet fails `apache2ctl configtest`: {self.config_error}")
             self._configtest_after()
             self._reload()
             self._probe()
+            self._checkpoint("commit")
         except Abort as exc:
+            if not self.written and exc.code == ExitCode.REFUSED:
+                self._discard_journal()
+                return self._outcome(exc.result, exc.code, exc.message)
             return self._rollback(exc.message)
-        except BaseException as exc:  # Ctrl-C, SIGTERM/SIGHUP (see _raise_on_hangup), or a bug: never leave it half done
-            outcome = self._rollback(f"interrupted ({type(exc).__name__}: {exc})")
-            if not isinstance(exc, Exception):
-                outcome.message += " (interrupted)"
-            return outcome
-        failpoint("commit")
-        self.store.clear_journal()
+        except BaseException as exc:  # a bug: never leave it half done
+            return self._rollback(f"internal error ({type(exc).__name__}: {exc})")
+        self._commit()
+        return self._outcome("changed", ExitCode.OK, f"{self.op} done: {self.file}")
+
+    def _commit(self) -> None:
+        assert self.reverter is not None
+        self.reverter.commit()
         if self.op == "revert":
             self.store.drop_block(self.file or "")
         if self.op == "apply":
             self._record_snippet()
         pruned = self.store.prune(self.file or "")
         self.step("commit", True, f"{self.file} {self.op} done" + (f"; pruned {len(pruned)} old backups" if pruned else ""))
-        return self._outcome("changed", EXIT_OK, f"{self.op} done: {self.file}")
 
     def _record_snippet(self) -> None:
         """Remember the snippet bytes Apache now loads (see `_plan_snippet`); best effort."""
@@ -265,13 +254,13 @@ class Transaction:
         The caller raises it unless the plan shows that the failure is an edit
         of our own policy snippet, which the transaction then rolls back.
         """
-        failpoint("configtest-before")
+        self._checkpoint("configtest-before")
         self.running_before = apachectl.is_running()
         res = apachectl.configtest()
         if not res.ok:
             self.config_error = res.first_error
             self.step("configtest", False, f"current configuration already fails: {res.first_error}")
-            return Abort("refused", EXIT_REFUSED,
+            return Abort("refused", ExitCode.REFUSED,
                          f"the current Apache configuration already fails `apache2ctl configtest` ({res.first_error}); "
                          "fix it first; nothing changed")
         self.step("configtest", True, "current configuration ok")
@@ -279,7 +268,7 @@ class Transaction:
 
     def _plan(self) -> Optional[bytes]:
         """Decide the new bytes of the vhost file, or None when there is nothing to do."""
-        failpoint("plan")
+        self._checkpoint("plan")
         snippet = paths.policy_path()
         loc: Optional[locate.Located] = None
         try:
@@ -289,7 +278,7 @@ class Transaction:
             a = locate.choose(loc)
             self.assessment = a
             self.file = a.filename
-            self.before = loc.file_of(a).data
+            self.before = self.basis = loc.file_of(a).data
             text = ac.decode(self.before)
             if self.op == "apply":
                 check_snippet(snippet)
@@ -320,12 +309,12 @@ class Transaction:
                 msg = (f"{g.filename}:{g.line}: the managed Include was removed by hand (no client-verification block "
                        f"left); the saved original block is in {self.store.blocks_dir}, nothing safe to revert")
                 self.step("plan", False, msg)
-                raise Abort("refused", EXIT_REFUSED, f"{msg}; nothing changed")
+                raise Abort("refused", ExitCode.REFUSED, f"{msg}; nothing changed")
             self.step("locate", False, str(exc))
-            raise Abort("not-found", EXIT_NOT_FOUND, f"{exc}; nothing changed")
+            raise Abort("not-found", ExitCode.NOT_FOUND, f"{exc}; nothing changed")
         except (policy.PolicyError, ac.ConfigSyntaxError, FileNotFoundError) as exc:
             self.step("plan", False, str(exc))
-            raise Abort("refused", EXIT_REFUSED, f"{exc}; nothing changed")
+            raise Abort("refused", ExitCode.REFUSED, f"{exc}; nothing changed")
         self.step("locate", True, f"{a.filename}:{a.line} {a.server_name or '-'} ({a.state_label})")
         if patch is None:
             self.step("plan", True, f"{a.state_label}: nothing to do")
@@ -357,27 +346,29 @@ class Transaction:
             return None
         self.snippet_mode = True
         self.file = os.path.realpath(snippet)
-        self.before = rec["data"]
+        self.before, self.basis = rec["data"], cur
         self.step("plan", True, f"{snippet} was edited since it was last loaded: config test, reload and live check "
                                 "make it live (rolled back to the previous snippet, the edit kept as a backup, on failure)")
         return cur
 
     def _plan_restore(self) -> Optional[bytes]:
+        """The backup's bytes, for the file it was taken from -- only if that is still a file we may write."""
         try:
             b = self.store.get_backup(self.backup_id or "")
             data = self.store.verified_bytes(b)
         except (KeyError, ValueError, OSError) as exc:
             self.step("plan", False, str(exc))
-            raise Abort("refused", EXIT_REFUSED, f"{exc}; nothing changed")
+            raise Abort("refused", ExitCode.REFUSED, f"{exc}; nothing changed")
+        self._check_restore_target(b)
         self.file = b.path
         try:
-            self.before = read(b.path)
+            self.before = self.basis = read(b.path)
         except OSError as exc:
-            raise Abort("refused", EXIT_REFUSED, f"{b.path}: {exc.strerror}; nothing changed")
+            raise Abort("refused", ExitCode.REFUSED, f"{b.path}: {exc.strerror}; nothing changed")
         try:
             ac.parse(data, b.path)
         except ac.ConfigSyntaxError as exc:
-            raise Abort("refused", EXIT_REFUSED, f"backup {b.id} does not parse ({exc}); nothing changed")
+            raise Abort("refused", ExitCode.REFUSED, f"backup {b.id} does not parse ({exc}); nothing changed")
         self.step("locate", True, f"{b.path} (backup {b.id} of {b.when})")
         if data == self.before:
             self.step("plan", True, "the file already holds these bytes: nothing to do")
@@ -385,8 +376,25 @@ class Transaction:
         self.step("plan", True, f"restore {b.size} bytes from {b.file}")
         return data
 
+    def _check_restore_target(self, b: Backup) -> None:
+        """A backup record names a path; write it only if it is the vhost (located, or --vhost) or a managed file."""
+        if self.vhost:
+            allowed, how = {os.path.realpath(self.vhost)}, f"--vhost {self.vhost}"
+        else:
+            try:
+                allowed, how = {os.path.realpath(locate.choose(locate.locate(None, paths.policy_path())).filename)}, \
+                    "the CN vhost Apache loads"
+            except (locate.NotFound, policy.PolicyError, ac.ConfigSyntaxError) as exc:
+                allowed, how = set(), f"no CN vhost could be located ({exc})"
+        allowed |= {os.path.realpath(p()) for p in reverter.MANAGED_FILES}
+        if b.path not in allowed:
+            msg = (f"backup {b.id} was taken from {b.path}, which is not {how}; nothing changed "
+                   "(name the file with --vhost FILE if it is the vhost Apache loads)")
+            self.step("plan", False, msg)
+            raise Abort("refused", ExitCode.REFUSED, msg)
+
     def _backup(self) -> None:
-        failpoint("backup")
+        self._checkpoint("backup")
         assert self.file and self.before is not None
         try:
             self.store.ensure()
@@ -402,17 +410,25 @@ class Transaction:
         self.step("backup", True, self.backup.file)
 
     def _journal(self, new: bytes) -> None:
-        failpoint("journal")
-        assert self.backup is not None and self.before is not None
+        """The checkpoint: which file, its hash before, the hash of what we write, the backup."""
+        self._checkpoint("journal")
+        assert self.backup is not None and self.before is not None and self.file
+        self.reverter = reverter.Reverter(self.store, reverter.Journal(
+            op=self.op, pid=os.getpid(), started=time.time(), running_before=self.running_before,
+            target=self._target()))
         try:
-            self.store.write_journal({
-                "op": self.op, "file": self.file, "backup": self.backup.file, "before_sha256": sha256(self.before),
-                "after_sha256": sha256(new), "pid": os.getpid(), "started": time.time(),
-                "running_before": self.running_before, "step": "journal",
-            })
+            self.reverter.checkpoint(self.file, self.before, new, self.backup.file)
         except OSError as exc:
+            self._discard_journal()
             raise self._state_failure("journal", "the journal", self.store.journal_path, exc)
         self.step("journal", True, self.store.journal_path)
+
+    def _discard_journal(self) -> None:
+        """Nothing was written: the checkpoint has nothing to undo."""
+        try:
+            self.store.clear_journal()
+        except OSError:
+            pass
 
     def _state_failure(self, step: str, what: str, where: str, exc: OSError, touched: bool = False) -> Abort:
         """The state dir could not be written (full, read-only): report and stop.
@@ -424,42 +440,77 @@ class Transaction:
         self.step(step, False, f"{where}: {why}")
         verb = "could not" if touched else "could not write"
         tail = "" if touched else f"; {self.file} not touched, previous configuration still active"
-        return Abort("failed", EXIT_FAILED, f"{verb} {what} {where} ({why}){tail}")
+        return Abort("failed", ExitCode.FAILED, f"{verb} {what} {where} ({why}){tail}")
 
     def _mark(self, step: str) -> None:
-        # An OSError here (state dir full: the journal is rewritten through a temp file)
-        # used to escape `run` as a traceback after the vhost was already written,
-        # leaving the change in place with no rollback. Raise Abort so that the
-        # caller's `except Abort` takes the one rollback path.
+        # An OSError here (state dir full: the journal is rewritten through a temp file) is an
+        # Abort, so that the caller's `except Abort` takes the one rollback path.
+        assert self.reverter is not None
         try:
-            j = self.store.read_journal() or {}
-            j["step"] = step
-            self.store.write_journal(j)
+            self.reverter.mark(step)
         except OSError as exc:
             raise self._state_failure("journal", "update the journal", self.store.journal_path, exc, touched=True)
 
     def _write(self, new: bytes) -> None:
-        failpoint("write")
-        assert self.file
+        """Compare and swap: written only if the file still holds the bytes the plan was made from."""
+        self._checkpoint("write")
+        assert self.file and self.basis is not None
         try:
-            atomic_write(self.file, new)
+            cas_write(self.file, new, self.basis)
+        except ChangedMeanwhile:
+            msg = (f"{self.file} was changed by someone else while {self.op} ran; nothing written "
+                   f"(run `{TOOL} {self.op}` again to plan from its new bytes)")
+            self.step("write", False, msg)
+            raise Abort("refused", ExitCode.REFUSED, msg)
         except OSError as exc:
             self.step("write", False, f"{self.file}: {exc.strerror or exc}")
-            raise Abort("failed", EXIT_FAILED, f"could not write {self.file}: {exc.strerror or exc}")
+            raise Abort("failed", ExitCode.FAILED, f"could not write {self.file}: {exc.strerror or exc}")
         self.written = True
         self.step("write", True, f"{self.file} ({len(new)} bytes, atomic)")  # reported before _mark can fail
         self._mark("written")
 
+    def write(self, path: str, new: bytes, *, managed: bool = True) -> None:
+        """Change one more file in this transaction: backed up, in the journal, compare-and-swap written.
+
+        For a file only this tool writes (register its path in
+        `reverter.MANAGED_FILES` so a recovery trusts it). Call it after the
+        vhost's ``write`` step, inside the steps that roll back: the
+        reverter then puts it back (or removes it, if it did not exist) with
+        the vhost, under the same rule (only if it still holds our bytes).
+        """
+        assert self.reverter is not None and self.written, "write() comes after the vhost's write step"
+        real = os.path.realpath(path)
+        try:
+            basis: Optional[bytes] = read(real)
+        except FileNotFoundError:
+            basis = None
+        if basis == new:
+            return
+        try:
+            b = self.store.backup(real, basis, self.op) if basis is not None else None
+            self.reverter.checkpoint(real, basis, new, b.file if b else None, managed)
+        except OSError as exc:
+            raise self._state_failure("journal", "record", real, exc, touched=True)
+        try:
+            cas_write(real, new, basis, new_file=basis is None, mode=0o644)
+        except ChangedMeanwhile:
+            self.reverter.forget(real)
+            raise Abort("failed", ExitCode.FAILED, f"{real} was changed by someone else while {self.op} ran")
+        except OSError as exc:
+            self.step("write", False, f"{real}: {exc.strerror or exc}")
+            raise Abort("failed", ExitCode.FAILED, f"could not write {real}: {exc.strerror or exc}")
+        self.step("write", True, f"{real} ({len(new)} bytes, atomic)")
+
     def _configtest_after(self) -> None:
-        failpoint("configtest")
+        self._checkpoint("configtest")
         res = apachectl.configtest()
         if not res.ok:
             self.step("configtest", False, res.first_error)
-            raise Abort("failed", EXIT_FAILED, f"the changed configuration fails `apache2ctl configtest`: {res.first_error}")
+            raise Abort("failed", ExitCode.FAILED, f"the changed configuration fails `apache2ctl configtest`: {res.first_error}")
         self.step("configtest", True, "ok")
 
     def _reload(self) -> None:
-        failpoint("reload")
+        self._checkpoint("reload")
         if not self.reload:
             if self.no_reload_reason:  # maint.py (see __init__)
                 self.step("reload", True, f"not done ({self.no_reload_reason}): the change is written and tested "
@@ -475,7 +526,7 @@ class Transaction:
         r = apachectl.graceful()
         if not r.ok:
             self.step("reload", False, r.detail)
-            raise Abort("failed", EXIT_FAILED, f"reload failed: {r.detail}")
+            raise Abort("failed", ExitCode.FAILED, f"reload failed: {r.detail}")
         self.step("reload", True, f"{r.how}: {r.detail}")
 
     def _target(self) -> Optional[Tuple[str, int, str]]:
@@ -492,7 +543,7 @@ class Transaction:
         self.step("probe-before", True, f"{len(self.before_matrix)} client rows probed, {asked} asked for a certificate")
 
     def _probe(self) -> None:
-        failpoint("probe")
+        self._checkpoint("probe")
         target = self._target()
         if not self.do_probe or not self.reloaded or self.op == "restore" or target is None:
             why = "--no-probe" if not self.do_probe else ("restore" if self.op == "restore" else "Apache not reloaded")
@@ -504,88 +555,23 @@ class Transaction:
         ok, summary = gate(self.op, self.before_matrix, results)
         self.step("probe", ok, f"https://{sni}:{port}{PROBE_PATH} via {host}: {summary}")
         if not ok:
-            raise Abort("failed", EXIT_FAILED, f"live check failed: {summary}")
+            raise Abort("failed", ExitCode.FAILED, f"live check failed: {summary}")
 
     # -- the one rollback path ------------------------------------------------
     def _rollback(self, reason: str) -> Outcome:
-        previous = _ignore_interrupts()  # the way back must not be interrupted half-way
-        try:
-            return self._rollback_steps(reason)
-        finally:
-            _restore_handlers(previous)
-
-    def _rollback_steps(self, reason: str) -> Outcome:
-        assert self.file and self.before is not None
-        backup = self.backup.file if self.backup else "(none)"
-        manual = manual_commands(self.file, backup)
-        try:
-            try:  # the bytes on disk decide, not the flag: a failure after the rename (fsync) left them new
-                changed = read(self.file) != self.before
-            except OSError:
-                changed = True
-            if changed:
-                atomic_write(self.file, self.before)
-                self.step("rollback", True, f"{self.file} restored from {backup}")
-            else:
-                self.step("rollback", True, f"{self.file} was not changed")
-            res = apachectl.configtest()
-            if not res.ok:
-                raise RuntimeError(f"configtest after restore fails: {res.first_error}")
-            if self.reloaded:
-                if apachectl.is_running():
-                    r = apachectl.graceful()
-                    if not r.ok:
-                        raise RuntimeError(f"reload after restore failed: {r.detail}")
-                    self.step("rollback", True, f"reloaded: {r.detail}")
-                elif self.running_before:
-                    res = apachectl.run(["start"])
-                    if not res.ok:
-                        raise RuntimeError(f"Apache died and could not be started again: {res.first_error}")
-                    self.step("rollback", True, "Apache had stopped during the change: started again")
-        except (OSError, RuntimeError) as exc:
-            self.step("rollback", False, str(exc))
-            return self._outcome("unrestored", EXIT_UNRESTORED,
-                                 f"{reason}; the rollback failed too ({exc}). Run by hand: {manual}")
-        self.store.clear_journal()
-        return self._outcome("rolled-back", EXIT_FAILED,
-                             f"{reason}; rolled back: the previous configuration is active again")
-
-
-class Hangup(Exception):
-    """SIGTERM or SIGHUP (an ssh session that drops) arrived during a transaction."""
-
-
-_INTERRUPTS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-def _on_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _raise_on_hangup() -> Dict[int, Any]:
-    """Turn SIGTERM/SIGHUP into an exception (SIGINT already is one) so they take the rollback path."""
-    if not _on_main_thread():
-        return {}
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Hangup(signal.Signals(signum).name)
-
-    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
-
-
-def _ignore_interrupts() -> Dict[int, Any]:
-    if not _on_main_thread():
-        return {}
-    return {sig: signal.signal(sig, signal.SIG_IGN) for sig in _INTERRUPTS}
-
-
-def _restore_handlers(previous: Dict[int, Any]) -> None:
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
-
-
-def manual_commands(file: str, backup: str) -> str:
-    return f"cp -p {backup} {file} && apache2ctl configtest && apache2ctl graceful"
+        """Undo through the reverter (signals stay deferred: nothing interrupts the way back)."""
+        assert self.reverter is not None and self.file
+        undo = self.reverter.undo(self.reloaded, self.step)
+        if not undo.ok:
+            return self._outcome("unrestored", ExitCode.UNRESTORED,
+                                 f"{reason}; the rollback could not finish: {undo.problem}. Run by hand: {undo.manual}")
+        if self.reloaded:
+            live = "the previous configuration is active again" + (f" ({undo.detail})" if undo.detail else "")
+        elif apachectl.is_running():
+            live = "Apache was not reloaded: the previous configuration stayed active"
+        else:
+            live = "Apache is not running: the previous configuration is on disk for its next start"
+        return self._outcome("rolled-back", ExitCode.FAILED, f"{reason}; rolled back: {live}")
 
 
 def check_snippet(snippet: str) -> str:
@@ -598,71 +584,22 @@ def check_snippet(snippet: str) -> str:
 
 
 def recover(store: Store, step: Callable[[str, bool, str], None]) -> Optional[Outcome]:
-    """Finish the story of a run that died: put its vhost back to the bytes it had before.
+    """Finish the story of a run that died (`reverter.recover`), as an Outcome; None when there was none.
 
-    Returns None when there was nothing to recover, else an Outcome whose
-    exit_code is EXIT_UNRESTORED if a person must look (never guesses).
+    exit_code is UNRESTORED when a person must look (an untrusted journal
+    included: it is never acted on), with the commands to run.
     """
-    j = store.read_journal()
-    if j is None:
-        return None
-    file, bfile = j.get("file"), j.get("backup")
-    pid = j.get("pid")
-    try:
-        cur = read(file)
-    except OSError as exc:
-        msg = f"interrupted {j.get('op')} (pid {pid}) left {file} unreadable: {exc.strerror}. Run by hand: {manual_commands(file, bfile)}"
-        step("recover", False, msg)
-        return Outcome("unrestored", EXIT_UNRESTORED, message=msg)
-    try:
-        os.unlink(temp_path(file))
-    except OSError:
-        pass
-    h = sha256(cur)
-    if h == j.get("after_sha256"):
+    with interrupts.Deferred():
         try:
-            data = read(bfile)
-            if sha256(data) != j.get("before_sha256"):
-                raise OSError(0, "backup does not match the journal")
-            atomic_write(file, data)
-        except OSError as exc:
-            msg = f"interrupted {j.get('op')} (pid {pid}): could not restore {file} from {bfile} ({exc.strerror}). Run by hand: {manual_commands(file, bfile)}"
+            undo = reverter.recover(store, step)
+        except JournalUnreadable as exc:
+            msg = (f"{exc}; not acting on it, nothing changed. Look at it, then run: "
+                   f"{display.command([TOOL, 'discard-journal'])} (keeps a copy)")
             step("recover", False, msg)
-            return Outcome("unrestored", EXIT_UNRESTORED, message=msg)
-        detail = f"interrupted {j.get('op')} (pid {pid}) rolled back: {file} restored from {bfile}"
-        reload_needed = True
-    elif h == j.get("before_sha256"):
-        detail = f"interrupted {j.get('op')} (pid {pid}) had not changed {file}"
-        reload_needed = j.get("step") == "reloaded"
-    else:
-        msg = (f"interrupted {j.get('op')} (pid {pid}): {file} was changed by someone else since; not touching it. "
-               f"Compare it with {bfile}, then remove {store.journal_path}")
-        step("recover", False, msg)
-        return Outcome("unrestored", EXIT_UNRESTORED, message=msg)
-    # A reload (or start) that is owed but fails is not a recovery: keep the journal (the
-    # next run tries again) and exit 3 with the commands. Before, the failure was only
-    # appended to the detail, the journal was cleared and the run reported success.
-    problem = None
-    if reload_needed and apachectl.is_running():
-        ct = apachectl.configtest()
-        if not ct.ok:
-            problem = f"the restored configuration fails `apache2ctl configtest`: {ct.first_error}"
-        else:
-            r = apachectl.graceful()
-            if r.ok:
-                detail += f"; reloaded ({r.detail})"
-            else:
-                problem = f"reload failed: {r.detail}"
-    elif reload_needed and j.get("running_before") and j.get("step") == "reloaded":
-        res = apachectl.run(["start"])
-        if res.ok:
-            detail += "; Apache had stopped: started again"
-        else:
-            problem = f"Apache is stopped and did not start: {res.first_error}"
-    if problem is not None:
-        msg = f"{detail}; but {problem}. Run by hand: {manual_commands(file, bfile)}"
-        step("recover", False, msg)
-        return Outcome("unrestored", EXIT_UNRESTORED, message=msg)
-    store.clear_journal()
-    step("recover", True, detail)
-    return Outcome("recovered", EXIT_OK, message=detail)
+            return Outcome("journal-unreadable", ExitCode.UNRESTORED, message=msg)
+    if undo is None:
+        return None
+    if not undo.ok:
+        return Outcome("unrestored", ExitCode.UNRESTORED,
+                       message=f"{undo.detail}; {undo.problem}. Run by hand: {undo.manual}")
+    return Outcome("recovered", ExitCode.OK, message=undo.detail)

@@ -19,6 +19,7 @@ import fcntl
 import hashlib
 import os
 import re
+import shlex
 import stat
 import time
 from pathlib import Path
@@ -256,9 +257,12 @@ def test_reload_failing_also_in_rollback_exits_3_with_the_manual_commands(apache
     assert r.code == 3 and r.doc["result"] == "unrestored", r
     backup = r.doc["backup"]
     assert backup and Path(backup).read_bytes() == original
-    manual = "cp -p %s %s && apache2ctl configtest && apache2ctl graceful" % (backup, apache.vhost_path)
-    assert manual in r.doc["message"] and manual in r.stderr, r
-    # The file itself was put back; the server never took the change (every graceful failed).
+    # The file itself was put back; what is left to run is the reload, exactly as a person types it
+    # (this instance's APACHE_CONFDIR, every word shell-quoted).
+    env = "env %s %s " % tuple(shlex.quote("%s=%s" % (k, apache.env()[k])) for k in ("APACHE_CONFDIR", "APACHE_ENVVARS"))
+    manual = "%sapache2ctl configtest && %sapache2ctl graceful" % (env, env)
+    assert "Run by hand: " + manual in r.doc["message"] and manual in r.stderr, r
+    assert "reload failed" in r.doc["message"], r
     assert apache.vhost_bytes() == original
     assert temp_leftovers(apache) == []
     assert_original_behaviour(apache)

@@ -84,6 +84,9 @@ class Run:
             " ".join(self.argv), self.code, self.seconds, self.stderr[-5000:], self.stdout[-5000:])
 
 
+FAILPOINT_CLI = Path(__file__).resolve().parent / "failpoint_cli.py"
+
+
 def tool_env(inst: ApacheInstance, extra: Optional[Dict[str, str]] = None, path_prefix: Optional[Path] = None) -> Dict[str, str]:
     env = inst.env()
     env["PYTHONPATH"] = str(MAIN)
@@ -94,14 +97,22 @@ def tool_env(inst: ApacheInstance, extra: Optional[Dict[str, str]] = None, path_
     return env
 
 
-def argv_of(*args: str, as_json: bool = True) -> List[str]:
-    return [PYTHON, "-m", "dataone_cn_sslverify"] + (["--json"] if as_json else []) + list(args)
+def argv_of(*args: str, as_json: bool = True, failpoint: bool = False) -> List[str]:
+    """The command line; with failpoint, through the tests' wrapper that installs the hook in-process."""
+    head = [PYTHON, str(FAILPOINT_CLI)] if failpoint else [PYTHON, "-m", "dataone_cn_sslverify"]
+    return head + (["--json"] if as_json else []) + list(args)
 
 
 def tool(inst: ApacheInstance, *args: str, as_json: bool = True, extra_env: Optional[Dict[str, str]] = None,
-         path_prefix: Optional[Path] = None, timeout: float = 120) -> Run:
-    """Run the command against ``inst`` and wait for it."""
-    argv = argv_of(*args, as_json=as_json)
+         path_prefix: Optional[Path] = None, timeout: float = 120, module: bool = False) -> Run:
+    """Run the command against ``inst`` and wait for it.
+
+    A ``DATAONE_CN_SSLVERIFY_FAILPOINT`` in extra_env runs it through the
+    failpoint wrapper (the package itself ignores that variable), unless
+    module is true: then the installed-style ``python3 -m`` is run with it set.
+    """
+    argv = argv_of(*args, as_json=as_json,
+                   failpoint=not module and "DATAONE_CN_SSLVERIFY_FAILPOINT" in (extra_env or {}))
     t0 = time.monotonic()
     p = subprocess.run(argv, env=tool_env(inst, extra_env, path_prefix), cwd=str(MAIN), stdin=subprocess.DEVNULL,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, check=False)
@@ -109,9 +120,11 @@ def tool(inst: ApacheInstance, *args: str, as_json: bool = True, extra_env: Opti
                time.monotonic() - t0)
 
 
-def spawn(inst: ApacheInstance, *args: str, extra_env: Optional[Dict[str, str]] = None) -> "subprocess.Popen[bytes]":
-    """Start the command without waiting (for concurrency tests)."""
-    return subprocess.Popen(argv_of(*args), env=tool_env(inst, extra_env), cwd=str(MAIN), stdin=subprocess.DEVNULL,
+def spawn(inst: ApacheInstance, *args: str, extra_env: Optional[Dict[str, str]] = None,
+          path_prefix: Optional[Path] = None) -> "subprocess.Popen[bytes]":
+    """Start the command without waiting (for concurrency and signal tests)."""
+    argv = argv_of(*args, failpoint="DATAONE_CN_SSLVERIFY_FAILPOINT" in (extra_env or {}))
+    return subprocess.Popen(argv, env=tool_env(inst, extra_env, path_prefix), cwd=str(MAIN), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
