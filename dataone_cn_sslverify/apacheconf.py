@@ -186,11 +186,16 @@ class Section(Node):
                 yield c
 
     def walk(self) -> Iterator[Node]:
-        """Every descendant, depth first, in file order."""
-        for c in self.children:
+        """Every descendant, depth first, in file order (iterative: no recursion limit)."""
+        stack = [iter(self.children)]
+        while stack:
+            c = next(stack[-1], None)
+            if c is None:
+                stack.pop()
+                continue
             yield c
             if isinstance(c, Section):
-                yield from c.walk()
+                stack.append(iter(c.children))
 
 
 @dataclass
@@ -257,6 +262,10 @@ _OPEN = re.compile(r"<\s*([^\s>/][^\s>]*)(.*)$", re.S)
 _CLOSE = re.compile(r"</\s*([^\s>]+)\s*>$")
 
 
+#: Deeper section nesting is refused with a file:line error (the tree's consumers recurse).
+MAX_NESTING = 200
+
+
 def parse(data: Union[bytes, str], filename: str = "<config>") -> Config:
     """Parse a whole file into a lossless tree.
 
@@ -296,6 +305,11 @@ def parse(data: Union[bytes, str], filename: str = "<config>") -> Config:
             name, rest = m.group(1), m.group(2)
             argstr = rest[:-1].strip() if rest.endswith(">") else rest.strip()
             sec = Section(open=ll, name=name, args=tokenize_args(argstr), argstr=argstr)
+            if len(stack) > MAX_NESTING:
+                raise ConfigSyntaxError(
+                    filename, ll.lineno,
+                    f"<{name}> sections nested more than {MAX_NESTING} deep; this tool does not edit such a file "
+                    "(Apache may accept it, but no CN vhost is built like this)")
             stack[-1].children.append(sec)
             stack.append(sec)
             continue

@@ -364,6 +364,18 @@ def tls_answers(host: str, port: int, sni: Optional[str], timeout: float = 3.0) 
         return False, f"{host}:{port} does not answer TLS ({exc})"
 
 
+def stale_pid_file() -> Optional[str]:
+    """The pid file, when it names a process that is gone or a zombie (``apache2ctl start`` then says
+    "already running" and starts nothing); else None."""
+    path = pid_file()
+    try:
+        with open(path) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return path if master_state(pid) in (None, "Z", "X", "x") else None
+
+
 def verify_serving(target: Optional[Tuple[str, int, str]], wait: float = 10.0) -> Tuple[bool, str]:
     """Check, not assume, that Apache serves: master alive and not a zombie, and the vhost's port answers TLS.
 

@@ -146,7 +146,7 @@ def _run_transaction(op: str, args: argparse.Namespace, out: Output, **kw: Any) 
     def report(step: transaction.Step) -> None:
         out.line(f"{step.name}: {'' if step.ok else 'FAILED: '}{step.detail}")
 
-    t = transaction.Transaction(op, vhost=args.vhost, report=report, **kw)
+    t = transaction.Transaction(op, vhost=args.vhost, report=report, hold_signals=True, **kw)
     outcome = t.run()
     out.line(f"{op}: {outcome.result}: {outcome.message}")
     out.document(outcome.to_json())

@@ -28,9 +28,13 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 class Deferred:
     """A context in which SIGINT/SIGTERM/SIGHUP are recorded, not acted on."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold: bool = False) -> None:
+        """hold: ignore these signals after the context ends (the command only prints and exits
+        then: a late signal must not replace its exit code by a death). Ignored, not recorded:
+        at exit the interpreter resets Python-level handlers to the default, not SIG_IGN."""
         self.received: List[int] = []
         self._previous: Dict[int, Any] = {}
+        self.hold = hold
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.received.append(signum)
@@ -43,6 +47,8 @@ class Deferred:
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
+            if self.hold:
+                handler = signal.SIG_IGN
             signal.signal(sig, handler)
         self._previous = {}
 

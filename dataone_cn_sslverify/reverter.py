@@ -214,7 +214,12 @@ class Reverter:
         if said:
             done.append(said)
         if problem:
-            cmds = [apache_cmd("configtest"), apache_cmd("graceful" if apachectl.is_running() else "start")]
+            cmds = [apache_cmd("configtest")]
+            if not apachectl.is_running():
+                stale = apachectl.stale_pid_file()
+                cmds += ([["rm", "-f", stale]] if stale else []) + [apache_cmd("start")]
+            else:
+                cmds.append(apache_cmd("graceful"))
             report(label, False, problem)
             return Undo(False, "; ".join(done), problem, display.commands(*cmds), restored)
         if said:

@@ -29,13 +29,14 @@ from __future__ import annotations
 import os
 import syslog
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import apacheconf as ac
-from . import apachectl, display, interrupts, locate, paths, policy, probe, reverter
+from . import apachectl, display, interrupts, paths, policy, probe, reverter
 from .errors import ExitCode, SslVerifyError
 from .livecheck import gate, probe_target
+from .outcome import Abort, Outcome, Step
+from .planning import Planning, check_snippet
 from .store import Backup, ChangedMeanwhile, JournalUnreadable, LockTimeout, Store, cas_write, read
 
 LOCK_TIMEOUT = float(os.environ.get("DATAONE_CN_SSLVERIFY_LOCK_TIMEOUT", "60"))
@@ -46,39 +47,6 @@ TOOL = "dataone-cn-sslverify"
 FAILPOINT: Optional[Callable[[str], None]] = None
 
 __all__ = ["Transaction", "Outcome", "Step", "recover", "check_snippet", "probe_target", "gate", "LOCK_TIMEOUT"]
-
-
-@dataclass
-class Step:
-    name: str
-    ok: bool
-    detail: str
-
-    def to_json(self) -> Dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail}
-
-
-@dataclass
-class Outcome:
-    result: str  # changed | unchanged | rolled-back | refused | failed | unrestored | not-found | recovered
-    exit_code: int
-    steps: List[Step] = field(default_factory=list)
-    backup: Optional[str] = None
-    file: Optional[str] = None
-    message: str = ""
-    probe: List[Dict[str, Any]] = field(default_factory=list)
-
-    def to_json(self) -> Dict[str, Any]:
-        return {"result": self.result, "exit_code": int(self.exit_code), "file": self.file, "backup": self.backup,
-                "message": self.message, "steps": [s.to_json() for s in self.steps], "probe": self.probe}
-
-
-class Abort(Exception):
-    """Stop the transaction with this result (raised by steps, handled in `run`)."""
-
-    def __init__(self, result: str, code: int, message: str) -> None:
-        super().__init__(message)
-        self.result, self.code, self.message = result, code, message
 
 
 def failpoint(step: str) -> None:
@@ -96,12 +64,13 @@ def log_syslog(message: str, ok: bool) -> None:
         pass
 
 
-class Transaction:
+class Transaction(Planning):
     """apply / revert / restore as explicit steps with one rollback path."""
 
     def __init__(self, op: str, *, vhost: Optional[str] = None, reload: bool = True, do_probe: bool = True,
                  backup_id: Optional[str] = None, report: Optional[Callable[[Step], None]] = None,
-                 lock_timeout: float = LOCK_TIMEOUT, no_reload_reason: Optional[str] = None) -> None:
+                 lock_timeout: float = LOCK_TIMEOUT, no_reload_reason: Optional[str] = None,
+                 hold_signals: bool = False) -> None:
         assert op in ("apply", "revert", "restore")
         self.op, self.vhost, self.reload, self.do_probe, self.backup_id = op, vhost, reload, do_probe, backup_id
         # Why reload=False when it is not the operator's --no-reload (maint.py: "policy-rc.d forbids
@@ -125,7 +94,7 @@ class Transaction:
         self.new: Optional[bytes] = None
         self.config_error = ""  # what `apache2ctl configtest` said before the change, if it failed
         self.warnings: List[str] = []
-        self.signals = interrupts.Deferred()
+        self.signals = interrupts.Deferred(hold=hold_signals)  # hold: see interrupts.Deferred
         self.reverter: Optional[reverter.Reverter] = None
 
     # -- reporting ------------------------------------------------------------
@@ -265,133 +234,6 @@ class Transaction:
                          "fix it first; nothing changed")
         self.step("configtest", True, "current configuration ok")
         return None
-
-    def _plan(self) -> Optional[bytes]:
-        """Decide the new bytes of the vhost file, or None when there is nothing to do."""
-        self._checkpoint("plan")
-        snippet = paths.policy_path()
-        loc: Optional[locate.Located] = None
-        try:
-            if self.op == "restore":
-                return self._plan_restore()
-            loc = locate.locate(self.vhost, snippet)
-            a = locate.choose(loc)
-            self.assessment = a
-            self.file = a.filename
-            self.before = self.basis = loc.file_of(a).data
-            text = ac.decode(self.before)
-            if self.op == "apply":
-                check_snippet(snippet)
-                patch = policy.plan_apply(text, a, snippet)
-                if patch is None and a.state == "applied":
-                    self.step("locate", True, f"{a.filename}:{a.line} {a.server_name or '-'} ({a.state_label})")
-                    return self._plan_snippet(snippet)
-            else:
-                saved = self.store.load_block(a.filename)
-                if saved is None and a.state == "applied":
-                    raise policy.PolicyError(f"{a.filename}:{a.line}: no saved original block in {self.store.blocks_dir}; "
-                                             "use `dataone-cn-sslverify backups` and `restore ID`")
-                if saved is None and a.state in ("original", "superseded"):
-                    # Never applied, or already reverted (commit drops the saved block): nothing to
-                    # do, exit 0 (design: "0 done or nothing to do"). Before this, plan_revert was
-                    # given "" and a second `revert` was refused as "removed or edited by hand".
-                    self.step("locate", True, f"{a.filename}:{a.line} {a.server_name or '-'} ({a.state_label})")
-                    self.step("plan", True, f"{a.state_label}: no managed block, nothing to revert")
-                    return None
-                patch = policy.plan_revert(text, a, saved["block"] if saved else "")
-        except locate.NotFound as exc:
-            # revert: a loaded SSL vhost whose original block we saved (so we applied it) but
-            # that now holds no block at all had our managed lines deleted by hand. That is a
-            # refusal with a clear message (exit 2), not "no CN SSL vhost found" (exit 4).
-            gone = [x for x in (loc.assessments if loc else []) if self.op == "revert" and self.store.load_block(x.filename)]
-            if gone:
-                g = gone[0]
-                msg = (f"{g.filename}:{g.line}: the managed Include was removed by hand (no client-verification block "
-                       f"left); the saved original block is in {self.store.blocks_dir}, nothing safe to revert")
-                self.step("plan", False, msg)
-                raise Abort("refused", ExitCode.REFUSED, f"{msg}; nothing changed")
-            self.step("locate", False, str(exc))
-            raise Abort("not-found", ExitCode.NOT_FOUND, f"{exc}; nothing changed")
-        except (policy.PolicyError, ac.ConfigSyntaxError, FileNotFoundError) as exc:
-            self.step("plan", False, str(exc))
-            raise Abort("refused", ExitCode.REFUSED, f"{exc}; nothing changed")
-        self.step("locate", True, f"{a.filename}:{a.line} {a.server_name or '-'} ({a.state_label})")
-        if patch is None:
-            self.step("plan", True, f"{a.state_label}: nothing to do")
-            return None
-        self.step("plan", True, f"replace lines {patch.first_line}-{patch.last_line} ({a.state_label} -> "
-                                f"{'managed Include' if self.op == 'apply' else 'original block'})")
-        return ac.encode(patch.apply_to(text))
-
-    def _plan_snippet(self, snippet: str) -> Optional[bytes]:
-        """The vhost is applied: does Apache run the policy snippet that is on disk now?
-
-        The snippet is a conffile: an operator edits the browser pattern, or an
-        upgrade ships a new one. Its bytes at the last apply/reload are kept in
-        the state dir; if they differ, the change to make live is the snippet's:
-        the same steps (config test, graceful reload, live check) with the
-        recorded bytes as the "before" that a rollback puts back (the edit
-        itself is kept as a backup). No record yet: record it, nothing to do.
-        """
-        try:
-            cur = read(snippet)
-            rec = self.store.snippet_record()
-            if rec is None or rec.get("path") != snippet:
-                self.store.record_snippet(snippet, cur)
-                rec = {"data": cur}
-        except OSError as exc:
-            raise policy.PolicyError(f"{snippet}: {exc.strerror or exc}") from None
-        if rec["data"] == cur:
-            self.step("plan", True, f"applied, and {snippet} is unchanged since it was last loaded: nothing to do")
-            return None
-        self.snippet_mode = True
-        self.file = os.path.realpath(snippet)
-        self.before, self.basis = rec["data"], cur
-        self.step("plan", True, f"{snippet} was edited since it was last loaded: config test, reload and live check "
-                                "make it live (rolled back to the previous snippet, the edit kept as a backup, on failure)")
-        return cur
-
-    def _plan_restore(self) -> Optional[bytes]:
-        """The backup's bytes, for the file it was taken from -- only if that is still a file we may write."""
-        try:
-            b = self.store.get_backup(self.backup_id or "")
-            data = self.store.verified_bytes(b)
-        except (KeyError, ValueError, OSError) as exc:
-            self.step("plan", False, str(exc))
-            raise Abort("refused", ExitCode.REFUSED, f"{exc}; nothing changed")
-        self._check_restore_target(b)
-        self.file = b.path
-        try:
-            self.before = self.basis = read(b.path)
-        except OSError as exc:
-            raise Abort("refused", ExitCode.REFUSED, f"{b.path}: {exc.strerror}; nothing changed")
-        try:
-            ac.parse(data, b.path)
-        except ac.ConfigSyntaxError as exc:
-            raise Abort("refused", ExitCode.REFUSED, f"backup {b.id} does not parse ({exc}); nothing changed")
-        self.step("locate", True, f"{b.path} (backup {b.id} of {b.when})")
-        if data == self.before:
-            self.step("plan", True, "the file already holds these bytes: nothing to do")
-            return None
-        self.step("plan", True, f"restore {b.size} bytes from {b.file}")
-        return data
-
-    def _check_restore_target(self, b: Backup) -> None:
-        """A backup record names a path; write it only if it is the vhost (located, or --vhost) or a managed file."""
-        if self.vhost:
-            allowed, how = {os.path.realpath(self.vhost)}, f"--vhost {self.vhost}"
-        else:
-            try:
-                allowed, how = {os.path.realpath(locate.choose(locate.locate(None, paths.policy_path())).filename)}, \
-                    "the CN vhost Apache loads"
-            except (locate.NotFound, policy.PolicyError, ac.ConfigSyntaxError) as exc:
-                allowed, how = set(), f"no CN vhost could be located ({exc})"
-        allowed |= {os.path.realpath(p()) for p in reverter.MANAGED_FILES}
-        if b.path not in allowed:
-            msg = (f"backup {b.id} was taken from {b.path}, which is not {how}; nothing changed "
-                   "(name the file with --vhost FILE if it is the vhost Apache loads)")
-            self.step("plan", False, msg)
-            raise Abort("refused", ExitCode.REFUSED, msg)
 
     def _backup(self) -> None:
         self._checkpoint("backup")
@@ -572,15 +414,6 @@ class Transaction:
         else:
             live = "Apache is not running: the previous configuration is on disk for its next start"
         return self._outcome("rolled-back", ExitCode.FAILED, f"{reason}; rolled back: {live}")
-
-
-def check_snippet(snippet: str) -> str:
-    """The policy snippet must exist and hold the target block; returns its pattern."""
-    try:
-        data = read(snippet)
-    except OSError as exc:
-        raise policy.PolicyError(f"{snippet}: policy snippet missing ({exc.strerror}); reinstall dataone-cn-sslverify") from None
-    return policy.snippet_pattern(ac.parse(data, snippet))
 
 
 def recover(store: Store, step: Callable[[str, bool, str], None]) -> Optional[Outcome]:
