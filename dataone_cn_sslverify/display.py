@@ -10,6 +10,7 @@ message meant for a person goes through `clean`, every command through
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Iterable, Sequence
 
@@ -32,8 +33,25 @@ def _unsafe(ch: str) -> bool:
         or code in (0x200E, 0x200F, 0x061C)
 
 
+#: A UTF-8 sequence as config bytes look once decoded byte for byte (latin-1).
+_BYTE_RUN = re.compile("[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}")
+
+
+def _as_utf8(m: "re.Match[str]") -> str:
+    try:
+        return m.group(0).encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        return "".join(f"\\x{ord(c):02x}" for c in m.group(0))
+
+
 def escape(text: str, keep_newlines: bool = False) -> str:
-    """text with every control character shown as an escape (``\\e``, ``\\x07``, ``\\u202e``)."""
+    """text with every control character shown as an escape (``\\e``, ``\\x07``, ``\\u202e``).
+
+    Config files are read byte for byte (latin-1), so a UTF-8 curly quote
+    arrives here as three characters; it is shown as the one character it
+    is; a byte that cannot be a character (0x80-0x9f) as ``\\xNN``.
+    """
+    text = _BYTE_RUN.sub(_as_utf8, text)
     return "".join(_escape_char(c) if _unsafe(c) and not (keep_newlines and c == "\n") else c for c in text)
 
 
