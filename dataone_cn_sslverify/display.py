@@ -21,6 +21,8 @@ def _escape_char(ch: str) -> str:
     if ch in _ESCAPES:
         return _ESCAPES[ch]
     code = ord(ch)
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte of a file name (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
     if code < 0x100:
         return f"\\x{code:02x}"
     return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
@@ -30,7 +32,7 @@ def _unsafe(ch: str) -> bool:
     """C0/C1 controls, DEL, and the bidi/format characters that reorder what a terminal shows."""
     code = ord(ch)
     return code < 0x20 or 0x7F <= code < 0xA0 or 0x202A <= code <= 0x202E or 0x2066 <= code <= 0x2069 \
-        or code in (0x200E, 0x200F, 0x061C)
+        or code in (0x200E, 0x200F, 0x061C) or 0xDC80 <= code <= 0xDCFF
 
 
 #: A UTF-8 sequence as config bytes look once decoded byte for byte (latin-1).
@@ -66,10 +68,21 @@ def command(argv: Sequence[str]) -> str:
 
 
 def _ansi_c(word: str) -> str:
-    """bash's ``$'...'`` quoting: the only way to paste a control character exactly, and visibly."""
-    body = "".join("\\\\" if c == "\\" else "\\'" if c == "'" else "\\x1b" if c == "\x1b"
-                   else _escape_char(c) if _unsafe(c) else c for c in word)
-    return "$'" + body + "'"
+    """bash's ``$'...'`` quoting: the only way to paste a control character exactly, and visibly.
+
+    An unsafe character is written as the bytes it is on disk (UTF-8, or the
+    original byte of an undecodable file name), so the locale does not matter.
+    """
+    out = []
+    for c in word:
+        if c in "\\'":
+            out.append("\\" + c)
+        elif _unsafe(c):
+            raw = bytes([ord(c) - 0xDC00]) if 0xDC80 <= ord(c) <= 0xDCFF else c.encode("utf-8")
+            out.append("".join(f"\\x{b:02x}" for b in raw))
+        else:
+            out.append(c)
+    return "$'" + "".join(out) + "'"
 
 
 def commands(*cmds: Sequence[str], join: str = " && ") -> str:

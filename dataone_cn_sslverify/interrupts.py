@@ -28,19 +28,19 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 class Deferred:
     """A context in which SIGINT/SIGTERM/SIGHUP are recorded, not acted on."""
 
-    def __init__(self, hold: bool = False) -> None:
+    def __init__(self, hold: bool = False, active: bool = True) -> None:
         """hold: ignore these signals after the context ends (the command only prints and exits
         then: a late signal must not replace its exit code by a death). Ignored, not recorded:
         at exit the interpreter resets Python-level handlers to the default, not SIG_IGN."""
         self.received: List[int] = []
         self._previous: Dict[int, Any] = {}
-        self.hold = hold
+        self.hold, self.active = hold, active
 
     def _handler(self, signum: int, frame: Any) -> None:
         self.received.append(signum)
 
     def __enter__(self) -> "Deferred":
-        if threading.current_thread() is threading.main_thread():
+        if self.active and threading.current_thread() is threading.main_thread():
             for sig in SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handler)
         return self

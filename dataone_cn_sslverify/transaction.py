@@ -159,7 +159,7 @@ class Transaction(Planning):
 
     def _recover(self) -> Optional[Outcome]:
         """A run that died left a journal: undo it first; stop (exit 3) if a person must look."""
-        got = recover(self.store, self.step)
+        got = recover(self.store, self.step, defer=False)
         if got is not None and got.exit_code == ExitCode.UNRESTORED:
             return self._outcome(got.result, got.exit_code, got.message)
         return None
@@ -416,13 +416,14 @@ class Transaction(Planning):
         return self._outcome("rolled-back", ExitCode.FAILED, f"{reason}; rolled back: {live}")
 
 
-def recover(store: Store, step: Callable[[str, bool, str], None]) -> Optional[Outcome]:
+def recover(store: Store, step: Callable[[str, bool, str], None], defer: bool = True) -> Optional[Outcome]:
     """Finish the story of a run that died (`reverter.recover`), as an Outcome; None when there was none.
 
     exit_code is UNRESTORED when a person must look (an untrusted journal
-    included: it is never acted on), with the commands to run.
+    included: it is never acted on), with the commands to run. Signals are
+    deferred throughout (defer=False: the caller already defers them).
     """
-    with interrupts.Deferred():
+    with interrupts.Deferred(active=defer):
         try:
             undo = reverter.recover(store, step)
         except JournalUnreadable as exc:
