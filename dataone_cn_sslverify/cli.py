@@ -102,6 +102,8 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
         out.line(f"vhost: {shown}:{a.line} {a.server_name or '-'} {' '.join(a.addresses)}: {a.state_label}{blk}")
         if a.reason and a.state != "absent":
             out.line(f"  reason: {a.reason}")
+            for ln in display.point_at_non_ascii(f"{a.filename}:{a.line} {a.reason}"):
+                out.line(f"  {ln}")
         for w in a.warnings:
             out.line(f"  warning: {w}")
     if not vhosts:
@@ -149,6 +151,9 @@ def _run_transaction(op: str, args: argparse.Namespace, out: Output, **kw: Any) 
     t = transaction.Transaction(op, vhost=args.vhost, report=report, hold_signals=True, **kw)
     outcome = t.run()
     out.line(f"{op}: {outcome.result}: {outcome.message}")
+    if outcome.exit_code == ExitCode.REFUSED:
+        for ln in display.point_at_non_ascii(outcome.message):
+            out.line(ln)
     out.document(outcome.to_json())
     return outcome.exit_code
 
@@ -390,6 +395,9 @@ def _report_error(exc: Exception, code: ExitCode, out: Output) -> int:
     label = _RESULT_LABEL.get(code, "failed")
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     out.line(f"{'error' if code == ExitCode.NOT_FOUND else label}: {text}")
+    if code == ExitCode.REFUSED:
+        for ln in display.point_at_non_ascii(text):
+            out.line(ln)
     out.document({"result": label, "error": text})
     return int(code)
 

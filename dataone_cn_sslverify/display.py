@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Iterable, Sequence
+from typing import Iterable, List, Sequence
 
 _ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\x1b": "\\e"}
 
@@ -123,6 +123,37 @@ def char_at(data: bytes, at: int) -> str:
             continue
         return f"{escape(ch)!r} (U+{ord(ch):04X}, bytes {' '.join('%02x' % b for b in chunk)})"
     return f"byte 0x{data[at]:02x} (not UTF-8)" if at < len(data) else "end of file"
+
+
+_FILE_LINE = re.compile(r"(/[^\s:'\"]+):([0-9]+)")
+
+
+def point_at_non_ascii(message: str, limit: int = 3) -> List[str]:
+    """For each FILE:LINE a message names whose line holds non-ASCII bytes: where the first one is, shown.
+
+    A curly quote pasted from a web page or a non-breaking space looks like
+    ASCII in an editor and makes a directive mean something else; naming the
+    character and pointing at it is what lets a person see it.
+    """
+    out: List[str] = []
+    for path, num in _FILE_LINE.findall(message)[:limit]:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        lines_ = data.split(b"\n")
+        n = int(num)
+        if not 1 <= n <= len(lines_):
+            continue
+        line = lines_[n - 1]
+        at = next((i for i, b in enumerate(line) if b >= 0x80), None)
+        if at is None:
+            continue
+        text, caret = show_bytes(line, at).split("\n")
+        out += [f"{path}:{n}:{len(line[:at].decode('utf-8', 'replace')) + 1}: non-ASCII {char_at(line, at)}:",
+                f"    {text}", f"    {caret}"]
+    return out
 
 
 def lines(items: Iterable[str]) -> str:

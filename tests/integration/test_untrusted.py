@@ -233,3 +233,17 @@ def test_revert_of_webkit_if_else_warns_about_replication(apache: ApacheInstance
     assert r.code == 0, str(r)
     assert "replication accepts clients without a certificate again" in r.doc["message"], str(r)
     assert "warning:" in r.stderr
+
+
+def test_a_curly_quote_in_the_block_is_named_and_pointed_at(apache: ApacheInstance) -> None:
+    data = apache.vhost_bytes()
+    curly = data.replace(b'=~ /webkit/i )">', b'=~ /webkit/i )\xe2\x80\x9d>', 1)
+    assert curly != data
+    apache.write_vhost(curly)
+    line = curly[:curly.index(b"\xe2\x80\x9d")].count(b"\n") + 1
+    for cmd in ("status", "apply"):
+        r = tool(apache, cmd, as_json=False)
+        assert "\u201d" in r.stderr and "\xe2\x80" not in r.stderr and "\\x80" not in r.stderr, r.stderr
+        assert "%s:%d:" % (apache.vhost_path, line) in r.stderr and "U+201D, bytes e2 80 9d" in r.stderr, r.stderr
+        assert "^" in r.stderr
+    assert apache.vhost_bytes() == curly
