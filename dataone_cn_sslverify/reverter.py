@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import apachectl, display, paths
-from .store import ChangedMeanwhile, JournalUnreadable, Store, cas_remove, cas_write, read, sha256
+from .store import ChangedMeanwhile, JournalUnreadable, Store, cas_remove, cas_write, read, sha256, temp_path
 
 VERSION = 2
 STEPS = ("journal", "written", "reloaded")
@@ -310,21 +310,16 @@ def recover(store: Store, report: Callable[[str, bool, str], None]) -> Optional[
         return None
     j = rv.journal
     for f in j.files:  # a temp file the dead run left beside a file it was writing
-        tmp = os.path.join(os.path.dirname(f.path), "." + os.path.basename(f.path) + ".dataone-cn-sslverify.tmp")
         try:
-            os.unlink(tmp)
+            os.unlink(temp_path(f.path))
         except OSError:
             pass
     who = f"interrupted {j.op} (pid {j.pid}, {time.strftime('%H:%M:%S', time.localtime(j.started))})"
     undo = rv.undo(j.step == "reloaded", lambda n, ok, d: None, label="recover", reload_if_restored=True)
     if undo.ok:
-        what = undo.detail if any(r in undo.detail for r in ("restored", "reloaded", "started")) else \
-            (undo.detail or "nothing to undo")
-        if not undo.restored and "reloaded" not in undo.detail:
-            what = f"had not changed anything: {what}"
-        else:
-            what = f"rolled back: {what}"
-        undo.detail = f"{who} {what}"
+        what = undo.detail or "nothing to undo"
+        undo.detail = f"{who} " + ("rolled back: " if undo.restored or "reloaded" in what else
+                                   "had not changed anything: ") + what
         report("recover", True, undo.detail)
     else:
         undo.detail = f"{who}: {undo.detail}" if undo.detail else who

@@ -298,8 +298,8 @@ class Store:
                 if time.monotonic() >= deadline or interrupted():
                     holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "unknown"
                     os.close(fd)
-                    raise LockTimeout(f"another dataone-cn-sslverify run holds {self.lock_path} ({holder}); "
-                                      f"waited {timeout:.0f}s")
+                    waited = "interrupted while waiting" if interrupted() else f"waited {timeout:.0f}s"
+                    raise LockTimeout(f"another dataone-cn-sslverify run holds {self.lock_path} ({holder}); {waited}")
                 time.sleep(0.1)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}, {command}, since {time.strftime('%H:%M:%S')}\n".encode(), 0)
