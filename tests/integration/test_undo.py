@@ -63,14 +63,18 @@ def _files_outside(inst: ApacheInstance, since: float) -> List[str]:
 
 
 def _manual_argvs(message: str) -> List[List[str]]:
-    """The commands after "Run by hand: ", split as a shell would split them."""
-    tail = message.split("Run by hand: ", 1)[1]
-    cmds = []
-    for part in tail.replace("; ", " && ").split(" && "):
-        part = part.split(": ", 1)[-1].strip().rstrip(".")
-        if part:
-            cmds.append(shlex.split(part))
-    return cmds
+    """The commands after "Run by hand: ", split as a shell splits them (labels such as "compare:" dropped)."""
+    lex = shlex.shlex(message.split("Run by hand: ", 1)[1], posix=True, punctuation_chars=";&")
+    lex.whitespace_split = True
+    cmds: List[List[str]] = [[]]
+    for tok in lex:
+        if tok in (";", "&&"):
+            cmds.append([])
+        elif tok.endswith(":") and not tok.startswith("/"):
+            cmds[-1] = []  # a label before the command ("compare:", "to keep the current file:")
+        else:
+            cmds[-1].append(tok.rstrip(".") if tok.endswith(".") and tok.count(".") == 1 else tok)
+    return [c for c in cmds if c]
 
 
 # ------------------------------------------------------------------ compare-and-swap before the write
@@ -251,3 +255,29 @@ def test_failpoint_variable_left_on_a_production_host_does_nothing(apache: Apach
     readers = [f.name for f in pkg.glob("*.py") if "FAILPOINT\"" in f.read_text() or "_FAILPOINT" in f.read_text()]
     assert readers == [], "the package must not read a failpoint variable: %s" % readers
     assert backup_files(apache)
+
+
+def test_commands_for_a_vhost_named_with_shell_metacharacters_run_nothing_else(apache: ApacheInstance) -> None:
+    """A vhost file ``cn ssl;touch X.conf``: the printed commands, pasted into a shell, only do what they say."""
+    hostile = apache.vhost_path.parent / "cn ssl;touch X.conf"
+    os.rename(str(apache.vhost_path), str(hostile))
+    apache.vhost_link.unlink()
+    os.symlink("../sites-available/cn ssl;touch X.conf", str(apache.vhost_link))
+    assert apache.graceful().ok
+    original = hostile.read_bytes()
+    env = _edit_env(apache, "edit:reload")
+    env["DATAONE_CN_SSLVERIFY_TEST_EDIT_FILE"] = str(hostile)
+
+    r = tool(apache, "apply", extra_env=env, path_prefix=_wrapper(apache.root, GRACEFUL_FAILS))
+
+    assert r.code == 3 and "both versions kept" in r.doc["message"], str(r)
+    assert hostile.read_bytes() == expected_applied(apache, original) + EDIT.encode()
+    cmds = _manual_argvs(r.doc["message"])
+    assert ["diff", "-u", r.doc["backup"], str(hostile)] in cmds, cmds
+    # Run the comparison exactly as printed, in a scratch directory: it must not create X.conf.
+    diff = r.doc["message"].split("compare: ", 1)[1].split("; to keep the current file: ", 1)[0]
+    scratch = apache.root / "scratch"
+    scratch.mkdir()
+    p = subprocess.run(["bash", "-c", diff], cwd=str(scratch), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.returncode == 1 and b"+" + EDIT.encode().strip() in p.stdout, p
+    assert os.listdir(str(scratch)) == [] and not (apache.root / "X.conf").exists()
