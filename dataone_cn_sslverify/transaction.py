@@ -104,7 +104,7 @@ class Transaction(Planning):
         self.report(s)
 
     def _outcome(self, result: str, code: int, message: str) -> Outcome:
-        for w in self.warnings:
+        for w in self.warnings if result == "changed" else ():  # about the change made, so only when it was
             message += f"; warning: {w}"
         if self.signals.received:
             message += f" ({self.signals.summary()} received during the run: " + (
