@@ -13,17 +13,23 @@ Pure core:
     results      what one probe saw (``ProbeResult``)
     gate         verdicts on a probed matrix; the probe's table, legend and JSON
     errors       ``ExitCode`` and ``SslVerifyError``, the base every reported error derives from
+    display      what a person reads: shell-quoted commands, escaped config text, bytes shown as UTF-8
+    outcome      a transaction's steps and result (``Step``, ``Outcome``, ``Abort``)
 
 Edges:
     proc         every subprocess: one timeout, one decoding
     paths        where things live, and the environment overrides
     apachectl    Apache as a process: config test, what it loads, running?, graceful reload
     locate       find the CN SSL vhost among the files Apache loads
-    store        backups, saved blocks, journal, lock, atomic writes
+    store        the state dir (validated), backups, saved blocks, journal, lock, compare-and-swap writes
+    reverter     the one undo path: checkpoints (the journal) and their undo, for rollback and crash recovery
+    interrupts   SIGINT/SIGTERM/SIGHUP recorded during a change, acted on at step boundaries
     probe        live TLS probe of the vhost (Python ``ssl`` or ``openssl s_client``)
 
 Commands:
     transaction  apply / revert / restore as explicit steps with one rollback path, crash recovery
+    planning     the plan steps of a transaction: locate, plan apply/revert, a snippet edit, a restore
+    livecheck    where the live check connects, and what it must see after apply and revert
     hazards      ``check``: what in the loaded configuration breaks which clients
     cli          the ``dataone-cn-sslverify`` command
     maint        the entry points the Debian maintainer scripts call
