@@ -186,6 +186,24 @@ def test_apache_dying_during_the_change_is_started_and_verified(apache: ApacheIn
             apache.start()
 
 
+def test_recovery_starts_an_apache_that_died_with_the_change_and_verifies_it(apache: ApacheInstance) -> None:
+    """Killed after the reload (the change live), then Apache stops too: the next command's recovery
+    puts the bytes back, starts Apache, and says so only once it answers TLS."""
+    original = apache.vhost_bytes()
+    killed = tool(apache, "apply", extra_env={"DATAONE_CN_SSLVERIFY_FAILPOINT": "kill:probe"})
+    assert killed.code == -9, str(killed)
+    assert_applied_behaviour(apache)
+    apache.stop()
+
+    st = tool(apache, "status", as_json=False)
+
+    assert st.code == 0, str(st)
+    rec = [ln for ln in st.stderr.splitlines() if ln.startswith("recover:")]
+    assert len(rec) == 1 and "started again, verified" in rec[0] and "answers TLS" in rec[0], st.stderr
+    assert apache.vhost_bytes() == original and not journal_path(apache).exists()
+    assert_original_behaviour(apache)
+
+
 # ------------------------------------------------------------------ signals
 
 
