@@ -27,18 +27,20 @@ FULL = {
                  "load_cap": 600.0, "max_requests": 400000, "observe": 5},
     "overhead": {"rounds": 20, "quick_rounds": 30, "breakdown_rounds": 5},
     "scale": {"file_lines": [1000, 10000, 100000], "tree_vhosts": [1, 100, 1000], "rounds": 9, "rounds_large": 5},
+    "monitor": {"rounds": 30},
 }
 QUICK = {
     "downtime": dict(FULL["downtime"], rounds=2, control=3.0, load_cap=120.0),
     "overhead": {"rounds": 3, "quick_rounds": 5, "breakdown_rounds": 1},
     "scale": dict(FULL["scale"], rounds=2, rounds_large=1),
+    "monitor": {"rounds": 3},
 }
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="few rounds: a smoke test of the benchmarks themselves")
-    p.add_argument("--only", default="downtime,overhead,scale")
+    p.add_argument("--only", default="downtime,overhead,scale,monitor")
     p.add_argument("--report-only", action="store_true", help="re-render RESULTS.md from results.json")
     a = p.parse_args()
     results_path = os.path.join(common.BENCH, "results.json")

@@ -15,6 +15,7 @@ Pure core:
     errors       ``ExitCode`` and ``SslVerifyError``, the base every reported error derives from
     display      what a person reads: shell-quoted commands, escaped config text, bytes shown as UTF-8
     outcome      a transaction's steps and result (``Step``, ``Outcome``, ``Abort``)
+    monitor      observations -> one OK/WARN/CRIT/UNKNOWN verdict; the Check_MK and Nagios formats
 
 Edges:
     proc         every subprocess: one timeout, one decoding
@@ -25,6 +26,10 @@ Edges:
     reverter     the one undo path: checkpoints (the journal) and their undo, for rollback and crash recovery
     interrupts   SIGINT/SIGTERM/SIGHUP recorded during a change, acted on at step boundaries
     probe        live TLS probe of the vhost (Python ``ssl`` or ``openssl s_client``)
+    monitor_observe  what ``monitor`` judges: the vhost, the state dir (shared lock, read only), the seams
+    monitor_config   what the loaded configuration says for ``monitor`` (hazards, replication Locations)
+    monitor_cache    the monitor's cache files in the state dir: written safely, read back without trust
+    monitor_live     ``monitor --live``: a few live behaviours, cached
 
 Commands:
     transaction  apply / revert / restore as explicit steps with one rollback path, crash recovery

@@ -12,6 +12,7 @@ one JSON document on stdout. ``diff`` prints the diff itself on stdout.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -19,9 +20,28 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import __version__
 from . import apacheconf as ac
-from . import apachectl, display, hazards, locate, paths, policy, probe, transaction
+from . import apachectl, clients, display, locate, paths, policy
 from .errors import ExitCode, Refused, SslVerifyError
 from .store import LockTimeout, Store
+
+
+class _OnFirstUse:
+    """A module imported when an attribute of it is first used.
+
+    ``monitor`` runs every minute (Check_MK, Nagios) and must not pay for
+    importing the probe stack (``ssl``, threads) or the transaction.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module("." + self._name, __package__), attr)
+
+
+hazards: Any = _OnFirstUse("hazards")
+probe: Any = _OnFirstUse("probe")
+transaction: Any = _OnFirstUse("transaction")
 
 
 class Output:
@@ -208,7 +228,7 @@ def _probe_target(args: argparse.Namespace) -> Tuple[str, int, str]:
     return host, port, args.servername or sni
 
 
-def _probe_profiles(args: argparse.Namespace) -> List[probe.Profile]:
+def _probe_profiles(args: argparse.Namespace) -> "List[probe.Profile]":
     """The rows to probe: --profile names, else the matrix filtered by --client/--kind/--tls."""
     if args.profile:
         try:
@@ -285,6 +305,32 @@ def cmd_check(args: argparse.Namespace, out: Output) -> int:
     return report.exit_code
 
 
+def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
+    """One monitoring verdict (docs/monitoring.md); reads only: no lock beyond a read, no write, no reload.
+
+    Exit: with ``--format nagios`` the plugin status (0 OK, 1 WARNING,
+    2 CRITICAL, 3 UNKNOWN); with ``--format checkmk`` 0 (the status is in the line).
+    """
+    from . import monitor, monitor_observe
+
+    try:
+        obs, a = monitor_observe.gather(args.vhost, paths.policy_path(), paths.state_dir())
+        if args.live and a is not None and a.state != "unrecognised":
+            from . import monitor_live
+            obs = monitor_live.observe(obs, a, paths.state_dir(), paths.policy_path(), args.cache, args.timeout)
+        verdict = monitor.judge(obs)
+    except Exception as exc:  # the monitoring must always get a line: say what went wrong
+        verdict = monitor.Verdict(monitor.UNKNOWN, f"internal error: {type(exc).__name__}: {exc}; "
+                                                   "run `dataone-cn-sslverify status`")
+    if out.as_json:
+        out.document(verdict.to_json())
+    elif args.format == "checkmk":
+        sys.stdout.write(monitor.format_checkmk(verdict))
+    else:
+        sys.stdout.write(monitor.format_nagios(verdict))
+    return ExitCode.OK if args.format == "checkmk" else verdict.state
+
+
 COMMANDS: Dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "status": cmd_status,
     "diff": cmd_diff,
@@ -295,8 +341,11 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace, Output], int]] = {
     "probe": cmd_probe,
     "check": cmd_check,
     "discard-journal": cmd_discard_journal,
+    "monitor": cmd_monitor,
 }
 TRANSACTIONS = ("apply", "revert", "restore")
+#: Commands that never recover an interrupted change first (they must not write or reload).
+READ_ONLY = ("monitor",)
 
 
 def _global_options(suppress: bool) -> argparse.ArgumentParser:
@@ -357,13 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--key", metavar="PEM", help="its private key (default: in --cert)")
     sp.add_argument("--cacert", metavar="PEM", help="verify the server against this CA (default: no verification)")
     sp.add_argument("--timeout", type=float, default=10.0, help="seconds per connection (default: 10)")
-    sp.add_argument("--client", action="append", metavar="ID", choices=[c.id for c in probe.CLIENTS],
-                    help="only this client family of the matrix (repeatable): " + ", ".join(c.id for c in probe.CLIENTS))
-    sp.add_argument("--kind", choices=probe.KINDS, help="only browser or only API client families")
-    sp.add_argument("--tls", action="append", choices=probe.TLS_VERSIONS, help="only this TLS version (repeatable)")
+    sp.add_argument("--client", action="append", metavar="ID", choices=[c.id for c in clients.CLIENTS],
+                    help="only this client family of the matrix (repeatable): " + ", ".join(c.id for c in clients.CLIENTS))
+    sp.add_argument("--kind", choices=clients.KINDS, help="only browser or only API client families")
+    sp.add_argument("--tls", action="append", choices=clients.TLS_VERSIONS, help="only this TLS version (repeatable)")
     sp.add_argument("--no-instruments", action="store_true",
                     help="no extra TLS 1.3 browser rows that offer post-handshake auth to make a request visible")
-    sp.add_argument("--backend", choices=probe.BACKENDS, help="python (default) or openssl s_client")
+    sp.add_argument("--backend", choices=BACKENDS, help="python (default) or openssl s_client")
     sp.add_argument("--compare", metavar="JSON",
                     help="a saved `probe --json`: exit 5 if an API client that worked then fails now, or a browser is asked")
     sp = command("check", "hazards that break clients of the CN vhost (exit 5 when one is found)")
@@ -371,7 +420,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--servername", metavar="NAME", help="SNI for the live checks (default: the vhost's ServerName)")
     sp.add_argument("--no-live", action="store_true", help="judge from the configuration only (no TLS handshakes)")
     sp.add_argument("--timeout", type=float, default=5.0, help="seconds per live check (default: 5)")
+    sp = command("monitor", "one verdict for Check_MK/Nagios: OK, WARN (drift), CRIT, UNKNOWN; "
+                         "reads only, never reloads")
+    sp.add_argument("--format", choices=("nagios", "checkmk"), default="nagios",
+                    help="nagios: `STATUS - text | perfdata`, exit 0/1/2/3 (default); "
+                         "checkmk: a local-check line, exit 0")
+    sp.add_argument("--live", action="store_true",
+                    help="also probe the live vhost (a few clients, replication without a certificate)")
+    sp.add_argument("--cache", type=float, default=300.0, metavar="SECONDS",
+                    help="reuse a --live verdict this recent, kept in the state dir (default 300; 0: never)")
+    sp.add_argument("--timeout", type=float, default=5.0, help="seconds per live connection (default 5)")
     return p
+
+
+#: `probe.BACKENDS`, spelled here so that building the parser does not import the probe stack.
+BACKENDS = ("python", "openssl")
 
 
 #: Errors raised by the standard library or by modules whose own types do not
@@ -422,10 +485,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: usage errors are refusals (2), --help is 0
+        if exc.code and "monitor" in (sys.argv[1:] if argv is None else argv):
+            # a monitoring plugin's bad arguments are UNKNOWN (3), not CRITICAL (2)
+            print("UNKNOWN - invalid arguments (see above); run `dataone-cn-sslverify monitor --help`")
+            return 3
         return int(exc.code or 0)
     out = Output(args.json, args.verbose)
     try:
-        if args.command not in TRANSACTIONS + ("discard-journal",):  # transactions recover under their own lock
+        if args.command not in TRANSACTIONS + ("discard-journal",) + READ_ONLY:  # transactions recover under their own lock
             code = recover_first(out)
             if code >= 0:
                 return code

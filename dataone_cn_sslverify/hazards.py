@@ -50,11 +50,15 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from . import apacheconf as ac
-from . import policy, probe
+from . import clients as catalogue  # the pure client catalogue: the network edge (probe) only in run_check
+from . import policy
 from .loaded import ConfigView, Ctx, Entry, default_read, expand_config, module_names, norm_module  # re-exported
+
+if TYPE_CHECKING:  # annotations only (quoted): importing probe loads ssl and threads
+    from . import probe
 
 EXIT_HAZARD = 5
 
@@ -106,7 +110,7 @@ BROWSER_UAS: Tuple[Tuple[str, str], ...] = (
 )
 
 #: API client User-Agents (from the probe's client catalogue): the pattern should not exempt them.
-API_UAS: Tuple[Tuple[str, str], ...] = tuple((c.label, c.user_agent) for c in probe.CLIENTS if c.kind == probe.API)
+API_UAS: Tuple[Tuple[str, str], ...] = tuple((c.label, c.user_agent) for c in catalogue.CLIENTS if c.kind == catalogue.API)
 
 
 # --------------------------------------------------------------------------
@@ -413,19 +417,19 @@ class Live:
     """What the edge measured against the running vhost (None: not measured)."""
 
     target: str = ""
-    tls13: Optional[probe.Handshake] = None
-    tls12: Optional[probe.Handshake] = None
-    alpn: Optional[probe.Handshake] = None
+    tls13: Optional["probe.Handshake"] = None
+    tls12: Optional["probe.Handshake"] = None
+    alpn: Optional["probe.Handshake"] = None
     default_vhost: Optional[bool] = None  # is the CN vhost the default one for its address:port?
 
     def to_json(self) -> Dict[str, Any]:
-        def hs(h: Optional[probe.Handshake]) -> Optional[Dict[str, Any]]:
+        def hs(h: Optional["probe.Handshake"]) -> Optional[Dict[str, Any]]:
             return None if h is None else {"ok": h.ok, "tls": h.tls, "alpn": h.alpn, "error": h.error}
         return {"target": self.target, "tls1.3": hs(self.tls13), "tls1.2": hs(self.tls12), "alpn": hs(self.alpn),
                 "default_vhost": self.default_vhost}
 
 
-def _names(clients: Iterable[probe.Client]) -> Tuple[str, ...]:
+def _names(clients: Iterable[catalogue.Client]) -> Tuple[str, ...]:
     return tuple(c.label for c in clients)
 
 
@@ -453,7 +457,7 @@ def check_configtest(ok: Optional[bool], error: str = "") -> List[Hazard]:
 
 
 def check_tls13(items: Sequence[Scoped], vhost_file: str, snippet: Optional[str], live: Optional[Live],
-                clients: Sequence[probe.Client] = probe.CLIENTS) -> List[Hazard]:
+                clients: Sequence[catalogue.Client] = catalogue.CLIENTS) -> List[Hazard]:
     versions, decided = effective_tls(items)
     evidence = [decided]
     negotiable = "1.3" in versions
@@ -477,14 +481,14 @@ def check_tls13(items: Sequence[Scoped], vhost_file: str, snippet: Optional[str]
                               fix="nothing to do", where=decided, evidence=tuple(evidence)))
         return out
     no_pha = [c for c in clients if not c.pha and c.max_tls == "1.3"]
-    affected: List[probe.Client] = []
+    affected: List[catalogue.Client] = []
     paths: List[str] = []
     for s in dirs:
         path = _path_of(s)
         probe_path = CN_SAMPLE_PATH if path in ("/cn", "/cn/", "(every path)") else path
         fams = []
         for c in no_pha:
-            if c.kind == probe.BROWSER and not _ua_conditional(s):
+            if c.kind == catalogue.BROWSER and not _ua_conditional(s):
                 continue  # an unconditional `require` is for API clients (replication): browsers are not its users
             if applies(s.rel, probe_path, c.user_agent) is not False:
                 fams.append(c)
@@ -507,7 +511,7 @@ def check_tls13(items: Sequence[Scoped], vhost_file: str, snippet: Optional[str]
 
 
 def check_tls12_renegotiation(items: Sequence[Scoped], live: Optional[Live],
-                              clients: Sequence[probe.Client] = probe.CLIENTS) -> List[Hazard]:
+                              clients: Sequence[catalogue.Client] = catalogue.CLIENTS) -> List[Hazard]:
     versions, decided = effective_tls(items)
     if live is not None and live.tls12 is not None:
         ok12 = live.tls12.ok
@@ -521,7 +525,7 @@ def check_tls12_renegotiation(items: Sequence[Scoped], live: Optional[Live],
         path = _path_of(s)
         probe_path = CN_SAMPLE_PATH if path in ("/cn", "/cn/", "(every path)") else path
         for c in clients:
-            if c.kind == probe.API and not c.renegotiation and applies(s.rel, probe_path, c.user_agent) is not False:
+            if c.kind == catalogue.API and not c.renegotiation and applies(s.rel, probe_path, c.user_agent) is not False:
                 if c not in fams:
                     fams.append(c)
                     where = where or s.entry.where
@@ -719,7 +723,7 @@ def run_check(
 
     Raises `locate.NotFound` (no CN vhost) and `policy.PolicyError` (ambiguous) like the other commands.
     """
-    from . import apachectl, locate  # the edge only
+    from . import apachectl, locate, probe  # the edge only
     from .transaction import probe_target
 
     loc = locate.locate(vhost, snippet_path)

@@ -87,9 +87,13 @@ def _each_file_once(paths: List[str]) -> List[str]:
     return unique
 
 
-def loaded_files() -> Located:
-    """Files Apache loads: its own list when the config parses, else our walk."""
-    res = apachectl.dump_includes()
+def loaded_files(res: Optional[apachectl.Result] = None) -> Located:
+    """Files Apache loads: its own list when the config parses, else our walk.
+
+    ``res``: an ``apache2ctl -t -D DUMP_INCLUDES`` run the caller already made
+    (``monitor`` makes exactly one and also reads its verdict).
+    """
+    res = res if res is not None else apachectl.dump_includes()
     files = apachectl.parse_dump_includes(res.output) if res.ok else []
     if res.ok and files:
         return Located([VhostFile(p, os.path.realpath(p), b"") for p in _each_file_once(files)], "apache", True)
@@ -112,7 +116,8 @@ def _assess_file(vf: VhostFile, snippet: str) -> Optional[VhostFile]:
     return vf if vf.assessments else None
 
 
-def locate(vhost: Optional[str] = None, snippet: str = policy.DEFAULT_SNIPPET) -> Located:
+def locate(vhost: Optional[str] = None, snippet: str = policy.DEFAULT_SNIPPET,
+           dump: Optional[apachectl.Result] = None) -> Located:
     """All SSL vhosts Apache loads (or the one --vhost names), assessed.
 
     Raises ConfigSyntaxError when a vhost file is structurally broken and
@@ -123,7 +128,7 @@ def locate(vhost: Optional[str] = None, snippet: str = policy.DEFAULT_SNIPPET) -
             raise FileNotFoundError(f"{vhost}: no such file")
         loc = Located([VhostFile(vhost, os.path.realpath(vhost), b"")], "--vhost", None)
     else:
-        loc = loaded_files()
+        loc = loaded_files(dump)
     kept = []
     for vf in loc.files:
         got = _assess_file(vf, snippet)

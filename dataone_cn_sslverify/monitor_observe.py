@@ -1,0 +1,351 @@
+"""The edges of ``monitor``: gather `monitor.Observations` from Apache, the files and the state dir.
+
+One function per observation, so that each can be replaced when the state
+it reads changes shape (the seams are named in docs/monitoring.md):
+
+* `located`      -- the CN vhost and its state, from the one
+  ``apache2ctl -t -D DUMP_INCLUDES`` run (also the configtest verdict);
+* `configuration` -- hazards, replication Locations, who is asked on /cn
+  (`monitor_config`, which parses every file Apache loads), cached in the
+  state dir while no loaded file changed (`config_key`);
+* `read_state`   -- journal, opt-out, snippet status, saved block, read
+  under a *shared* lock held only while reading (never the tool's exclusive
+  lock, never a write: a run in progress is reported, not waited for long).
+
+Cheap on purpose (it runs every minute): nothing here imports the probe
+stack (``ssl``, threads); ``--live`` is `monitor_live`.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import stat
+import time
+from typing import Dict, Optional, Tuple
+
+from . import apacheconf as ac
+from . import apachectl, locate, monitor_cache, policy
+from .monitor import HazardSeen, Observations, Replication
+from .store import Store, read, sha256
+
+#: How long a monitor run waits for a run in progress to release the lock before saying so.
+LOCK_WAIT = 2.0
+#: Largest state file read (a journal or record is a few hundred bytes; anything huge is not ours).
+MAX_STATE_FILE = 1 << 20
+
+_SYNTAX_AT = re.compile(r"[Ss]yntax error on line (\d+) of (.+?):?(?:\s|$)")
+
+
+_DUMP_LINE = re.compile(r"^\s*(?:\((?:\*|\d+)\)\s+\S|Included configuration files:)")
+
+
+def config_error(output: str) -> str:
+    """What Apache says is wrong, from a failed ``-t -D DUMP_INCLUDES`` run.
+
+    That run lists the files it included before it failed ("(222) .../localized-error-pages.conf"):
+    those lines are not the error, whatever words they contain.
+    """
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip() and not _DUMP_LINE.match(ln)]
+    for i, ln in enumerate(lines):
+        if re.search(r"\bAH\d{5}\b|[Ss]yntax error|[Ee]rror", ln) and "Could not reliably determine" not in ln:
+            return f"{ln} {lines[i + 1]}" if ln.endswith(":") and i + 1 < len(lines) else ln
+    return lines[0] if lines else ""
+
+
+def broken_at(error: str) -> str:
+    """FILE:LINE of Apache's "Syntax error on line N of FILE", or "".
+
+    Apache nests them along the Include chain ("... line 146 of apache2.conf:
+    Syntax error on line 1 of mods-enabled/qos.load: ..."): the last names the culprit.
+    """
+    found = list(_SYNTAX_AT.finditer(error or ""))
+    return f"{found[-1].group(2)}:{found[-1].group(1)}" if found else ""
+
+
+# ----------------------------------------------------------------------------
+# The vhost
+
+
+def located(vhost: Optional[str], snippet: str) -> Tuple[Dict[str, object], Optional[apachectl.Result],
+                                                         Optional[policy.Assessment]]:
+    """Run ``apache2ctl -t -D DUMP_INCLUDES`` once; the vhost's fields of `Observations`, and what was found."""
+    fields: Dict[str, object] = {"snippet_path": snippet}
+    try:
+        dump = apachectl.dump_includes()
+    except FileNotFoundError as exc:
+        fields["vhost_problem"] = str(exc)
+        return fields, None, None
+    fields["config_ok"] = dump.ok
+    if not dump.ok:
+        fields["config_error"] = config_error(dump.output)
+        fields["config_broken_at"] = broken_at(str(fields["config_error"]))
+    try:
+        loc = locate.locate(vhost, snippet, dump=dump)
+        a = locate.choose(loc)
+    except (locate.NotFound, policy.PolicyError, ac.ConfigSyntaxError, FileNotFoundError) as exc:
+        fields["vhost_problem"] = str(exc)
+        return fields, dump, None
+    fields.update(vhost_state=a.state, vhost_label=a.state_label, vhost_file=a.filename,
+                  vhost_where=f"{a.filename}:{a.line}")
+    if a.state == "unrecognised":
+        fields["vhost_problem"] = a.reason or f"{a.filename}:{a.line}: unrecognised client-verification block"
+    return fields, dump, a
+
+
+# ----------------------------------------------------------------------------
+# The configuration as Apache loads it (cached while no loaded file changes)
+
+CONFIG_CACHE = "monitor-config.json"
+CONFIG_VERSION = 1
+#: Environment that changes what the configuration means (``${VAR}`` in it, where Apache's files are).
+_ENV_KEYS = ("APACHE_CONFDIR", "APACHE_ENVVARS", "APACHE_RUN_USER", "APACHE_RUN_GROUP", "APACHE_LOG_DIR",
+             "APACHE_RUN_DIR", "APACHE_LOCK_DIR", "APACHE_PID_FILE", "APACHE_ARGUMENTS")
+
+
+def config_key(dump_output: str, a: policy.Assessment, snippet: str) -> Optional[str]:
+    """What the configuration analysis depends on: every file Apache loads (identity, size, times), the environment.
+
+    None when it cannot be told (Apache listed no file, one cannot be stat'ed): then nothing is cached.
+    """
+    from . import __version__
+
+    files = apachectl.parse_dump_includes(dump_output)
+    if not files:
+        return None
+    stats = []
+    for p in files + [a.filename, snippet]:
+        try:
+            st = os.stat(p)
+        except OSError:
+            return None
+        stats.append([p, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
+    env = [os.environ.get(k, "") for k in _ENV_KEYS]
+    return sha256(json.dumps([__version__, CONFIG_VERSION, a.filename, a.line, snippet, env, stats]).encode())
+
+
+def _strs(x: object, n: int) -> bool:
+    return isinstance(x, list) and len(x) == n and all(isinstance(v, str) and len(v) < 4096 for v in x)
+
+
+def _cached_fields(doc: Optional[Dict[str, object]]) -> Optional[Dict[str, object]]:
+    """The analysis fields of a cache document, if every one has its type; else None."""
+    f = doc.get("fields") if doc is not None else None
+    if not isinstance(f, dict):
+        return None
+    ints = [f.get(k) for k in ("browsers_asked", "browsers_total", "api_asked", "api_total")]
+    hz, rep = f.get("hazards"), f.get("replication")
+    if (not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 10000 for i in ints)
+            or not isinstance(f.get("tls12_only_intended"), bool)
+            or not isinstance(hz, list) or len(hz) > 100 or not all(_strs(h, 4) for h in hz)
+            or not isinstance(rep, list) or len(rep) > 100
+            or not all(isinstance(r, list) and len(r) == 5 and _strs(r[:2] + r[3:], 4) and isinstance(r[2], bool)
+                       for r in rep)):
+        return None
+    out = dict(f)
+    out["hazards"] = tuple(HazardSeen(*h) for h in hz)
+    out["replication"] = tuple(Replication(*r) for r in rep)
+    return out
+
+
+def configuration(a: policy.Assessment, snippet: str, dump: apachectl.Result, state_dir: str) -> Dict[str, object]:
+    """Hazards, replication Locations and who is asked on /cn: from the cache when no loaded file changed."""
+    key = config_key(dump.output, a, snippet) if dump.ok else None
+    if key is not None:
+        got = _cached_fields(monitor_cache.read_doc(state_dir, CONFIG_CACHE, CONFIG_VERSION, key))
+        if got is not None:
+            return got
+    from .monitor_config import analyse  # the parse of every loaded file: only when something changed
+
+    fields = analyse(a, snippet, dump.ok, config_error(dump.output) if not dump.ok else "")
+    if key is not None:
+        doc = dict(fields)
+        doc["hazards"] = [[h.id, h.title, h.where, h.fix] for h in fields["hazards"]]  # type: ignore[attr-defined]
+        doc["replication"] = [[r.path, r.where, r.open, r.by, r.by_file] for r in fields["replication"]]  # type: ignore[attr-defined]
+        monitor_cache.write_doc(state_dir, CONFIG_CACHE, {"version": CONFIG_VERSION, "key": key, "fields": doc})
+    return fields
+
+
+# ----------------------------------------------------------------------------
+# The state dir (read only, under a shared lock)
+
+
+def _read_small(path: str) -> bytes:
+    """A state file's bytes: never through a symlink, only a regular file, bounded."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_size > MAX_STATE_FILE:
+            raise OSError(errno.EFBIG, f"{st.st_size} bytes")
+        chunks = []
+        while True:
+            b = os.read(fd, 65536)
+            if not b:
+                return b"".join(chunks)
+            chunks.append(b)
+    finally:
+        os.close(fd)
+
+
+def journal_state(store: Store) -> Tuple[str, str]:
+    """("none" | "pending" | "corrupt" | "unknown", detail) of the journal an interrupted change leaves."""
+    p = store.journal_path
+    try:
+        raw = _read_small(p)
+    except FileNotFoundError:
+        return "none", ""
+    except PermissionError as exc:
+        return "unknown", f"{p}: {exc.strerror}"
+    except OSError as exc:
+        return "corrupt", f"{p}: {exc.strerror or exc}"
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("file"), str):
+            raise ValueError("not a journal entry")
+    except (ValueError, UnicodeDecodeError) as exc:
+        return "corrupt", f"{p}: {exc}"
+    op = doc.get("op") if isinstance(doc.get("op"), str) else "change"
+    return "pending", f"{p}: {op} of {doc['file']}"
+
+
+def optout_state(state_dir: str) -> Optional[str]:
+    """The administrator's opt-out ("disabled by the administrator (...)"), or None.
+
+    Seam: the record and its reader belong to the opt-out module (``optout``);
+    without it, nothing records an opt-out and there is none.
+    """
+    try:
+        from . import optout  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    rec = optout.read(state_dir)
+    return rec.describe() if rec is not None else None
+
+
+def snippet_status_of(line: str) -> Tuple[str, str]:
+    """The live-copy module's status line (``snippet.describe``) as (status, detail) for the verdict."""
+    if line.startswith("live"):
+        return "live", ""
+    for prefix, status in (("edited, rejected: ", "rejected"), ("not live; rejected: ", "rejected")):
+        if line.startswith(prefix):
+            return status, line[len(prefix):]
+    if line.startswith("edited, not live yet"):
+        return "edited", ""
+    return "edited", line  # not live yet, a live copy edited by hand, the policy file missing: apply says more
+
+
+def snippet_state(store: Store, snippet: str) -> Tuple[str, str]:
+    """("live" | "edited" | "rejected" | "unknown", detail): is the policy snippet on disk what Apache loads?
+
+    Seam: with the live-copy module (``snippet``: the policy file, the copy
+    Apache loads, the record of a rejected edit), its own status line;
+    without it, the conffile against the bytes recorded at the last apply
+    (``snippet.json``), which cannot tell "rejected".
+    """
+    try:
+        from . import snippet as contract  # type: ignore[attr-defined]
+    except ImportError:
+        contract = None
+    if contract is not None:
+        def maybe(path: str) -> Optional[bytes]:
+            try:
+                return _read_small(path)
+            except OSError:
+                return None
+        conf, live = maybe(snippet), maybe(contract.live_path(snippet))
+        rejected, rec = None, maybe(os.path.join(store.root, "rejected.json"))
+        if conf is not None and rec is not None:
+            try:
+                rejected = contract.rejected_reason(json.loads(rec.decode("utf-8")), snippet, conf)
+            except (ValueError, UnicodeDecodeError):
+                rejected = None
+        return snippet_status_of(contract.describe(snippet, conf, live, rejected))
+    rec = store.snippet_record()
+    if rec is None or rec.get("path") != snippet:
+        return "unknown", "no record of the snippet Apache loaded"
+    try:
+        cur = read(snippet)
+    except OSError as exc:
+        return "edited", f"{snippet}: {exc.strerror or exc}"
+    if sha256(cur) == sha256(rec["data"]):
+        return "live", ""
+    when = rec.get("saved")
+    at = time.strftime(" at %Y-%m-%d %H:%M UTC", time.gmtime(when)) if isinstance(when, (int, float)) else ""
+    return "edited", f"differs from the copy loaded at the last apply{at}"
+
+
+def _lock_shared(store: Store, wait: float) -> Tuple[Optional[int], str]:
+    """A shared flock on the tool's lock file (only while reading); (fd, "") or (None, who holds it)."""
+    try:
+        fd = os.open(store.lock_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None, ""  # no run ever took it: nothing to wait for
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return fd, ""
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES) or time.monotonic() >= deadline:
+                holder = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip() or "holder unknown"
+                os.close(fd)
+                return None, _printable(holder)
+        time.sleep(0.05)
+
+
+def _printable(text: str) -> str:
+    return re.sub(r"[\x00-\x1f\x7f]", "?", text)[:200]
+
+
+def read_state(state_dir: str, vhost_file: str, snippet: str, applied: bool,
+               wait: float = LOCK_WAIT) -> Dict[str, object]:
+    """Journal, opt-out, snippet status and the saved block, read under a shared lock."""
+    store = Store(state_dir)
+    try:
+        st = os.stat(state_dir)
+    except FileNotFoundError:
+        return {}  # never used on this host: nothing recorded
+    except OSError as exc:
+        return {"state_problem": f"{state_dir}: {exc.strerror}", "journal": "unknown"}
+    if not stat.S_ISDIR(st.st_mode):
+        return {"state_problem": f"{state_dir} is not a directory", "journal": "unknown"}
+    if os.geteuid() == 0 and (st.st_uid != 0 or st.st_mode & 0o022):
+        # Anyone who can write there could plant a journal or an opt-out: read nothing from it.
+        return {"state_untrusted": f"owned by uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}"}
+    try:
+        fd, busy = _lock_shared(store, wait)
+    except PermissionError as exc:
+        return {"state_problem": f"{store.lock_path}: {exc.strerror}", "journal": "unknown"}
+    if busy:
+        return {"busy": busy}
+    try:
+        journal, jdetail = journal_state(store)
+        out: Dict[str, object] = {"journal": journal, "journal_detail": jdetail, "optout": optout_state(state_dir)}
+        if applied:
+            out["snippet"], out["snippet_detail"] = snippet_state(store, snippet)
+        try:
+            out["applied_before"] = bool(vhost_file) and store.load_block(vhost_file) is not None
+        except (OSError, ValueError):
+            out["applied_before"] = False
+        return out
+    finally:
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+def gather(vhost: Optional[str], snippet: str, state_dir: str) -> Tuple[Observations, Optional[policy.Assessment]]:
+    """Every observation but the live one; the CN vhost's assessment (for ``--live``) when one was found."""
+    fields, dump, a = located(vhost, snippet)
+    if a is not None and dump is not None and a.state != "unrecognised":
+        fields.update(configuration(a, snippet, dump, state_dir))
+    fields["state_dir"] = state_dir
+    fields["as_root"] = os.geteuid() == 0
+    fields.update(read_state(state_dir, str(fields.get("vhost_file", "")), snippet,
+                             applied=fields.get("vhost_state") == "applied"))
+    return Observations(**fields), a  # type: ignore[arg-type]
