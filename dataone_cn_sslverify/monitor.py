@@ -177,7 +177,7 @@ def _crit(o: Observations) -> List[Finding]:
                                  f"{_fix(CMD + ' status')} (it puts the previous configuration back)"))
     elif o.journal == "corrupt":
         out.append(Finding(CRIT, f"the journal is unreadable ({o.journal_detail}); look at it, then "
-                                 f"{_fix(CMD + ' status')}"))
+                                 f"{_fix(CMD + ' discard-journal')} (a copy is kept)"))
     if o.config_ok is False and o.as_root:
         at = o.config_broken_at
         if at and o.snippet_path and at.rsplit(":", 1)[0] == o.snippet_path:

@@ -193,7 +193,11 @@ def _read_small(path: str) -> bytes:
 
 
 def journal_state(store: Store) -> Tuple[str, str]:
-    """("none" | "pending" | "corrupt" | "unknown", detail) of the journal an interrupted change leaves."""
+    """("none" | "pending" | "corrupt" | "unknown", detail) of the journal an interrupted change leaves.
+
+    Judged by the undo path's own parser (`reverter.Journal.from_json`), imported only when
+    a journal is there: what it would refuse to act on is "corrupt" here too.
+    """
     p = store.journal_path
     try:
         raw = _read_small(p)
@@ -203,14 +207,17 @@ def journal_state(store: Store) -> Tuple[str, str]:
         return "unknown", f"{p}: {exc.strerror}"
     except OSError as exc:
         return "corrupt", f"{p}: {exc.strerror or exc}"
+    from .reverter import Journal
+    from .store import JournalUnreadable
+
     try:
         doc = json.loads(raw.decode("utf-8"))
-        if not isinstance(doc, dict) or not isinstance(doc.get("file"), str):
-            raise ValueError("not a journal entry")
-    except (ValueError, UnicodeDecodeError) as exc:
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+        j = Journal.from_json(doc, p)
+    except (ValueError, UnicodeDecodeError, JournalUnreadable) as exc:
         return "corrupt", f"{p}: {exc}"
-    op = doc.get("op") if isinstance(doc.get("op"), str) else "change"
-    return "pending", f"{p}: {op} of {doc['file']}"
+    return "pending", f"{p}: {j.op} of {', '.join(f.path for f in j.files) or 'no file'}"
 
 
 def optout_state(state_dir: str) -> Optional[str]:

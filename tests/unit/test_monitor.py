@@ -194,7 +194,8 @@ def test_live_replication_open_is_critical():
 @pytest.mark.parametrize("journal", ["pending", "corrupt"])
 def test_journal_is_critical(journal):
     v = judged(replace(APPLIED, journal=journal, journal_detail="/var/lib/x/journal.json: apply of f"))
-    assert v.state == M.CRIT and "journal" in v.text and "`dataone-cn-sslverify status`" in v.text
+    assert v.state == M.CRIT and "journal" in v.text
+    assert ("`dataone-cn-sslverify status`" if journal == "pending" else "`dataone-cn-sslverify discard-journal`") in v.text
 
 
 # ----------------------------------------------------------------------------
@@ -414,17 +415,20 @@ def test_the_journal_is_read_without_trust(state_dir, tmp_path):
 
     store = Store(state_dir)
     assert journal_state(store) == ("none", "")
-    with open(store.journal_path, "w") as f:
-        json.dump({"op": "apply", "file": "/etc/apache2/sites-available/cn-ssl.conf"}, f)
+    vhost = "/etc/apache2/sites-available/cn-ssl.conf"
+    with open(store.journal_path, "w") as f:  # as the undo path writes it (reverter, version 2)
+        json.dump({"version": 2, "op": "apply", "pid": 1, "started": 1.0, "running_before": True, "step": "written",
+                   "target": None, "files": [{"path": vhost, "sha256_before": "a" * 64, "sha256_written": "b" * 64,
+                                              "backup": "/var/lib/dataone-cn-sslverify/backups/X"}]}, f)
     state, detail = journal_state(store)
-    assert state == "pending" and detail.endswith("apply of /etc/apache2/sites-available/cn-ssl.conf")
-    for bad in ("{", "[]", '{"file": 3}', "\xff"):
+    assert state == "pending" and detail.endswith("apply of " + vhost), detail
+    for bad in ("{", "[]", '{"file": 3}', "\xff", '{"op": "apply", "pid": 1, "files": [{"path": "rel"}]}'):
         with open(store.journal_path, "w", encoding="latin-1") as f:
             f.write(bad)
         assert journal_state(store)[0] == "corrupt", bad
     os.unlink(store.journal_path)
     secret = tmp_path / "elsewhere.json"
-    secret.write_text('{"op": "apply", "file": "/x"}')
+    secret.write_text('{"op": "apply", "pid": 1, "files": []}')
     os.symlink(str(secret), store.journal_path)
     assert journal_state(store)[0] == "corrupt", "a planted link is not a journal"
     assert read_state(str(tmp_path / "missing"), "/v", "/s", applied=True) == {}, "no state dir: nothing recorded"
@@ -436,7 +440,7 @@ def test_a_state_dir_others_may_write_is_not_read(tmp_path):
 
     d = tmp_path / "state"
     d.mkdir()
-    (d / "journal.json").write_text('{"op": "apply", "file": "/etc/passwd"}')
+    (d / "journal.json").write_text('{"op": "apply", "pid": 1, "files": []}')
     os.chmod(str(d), 0o777)
     got = read_state(str(d), "/v", "/s", applied=True)
     assert got == {"state_untrusted": "owned by uid %d, mode 0777" % os.geteuid()}, got
