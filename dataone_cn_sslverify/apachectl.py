@@ -20,8 +20,6 @@ import ipaddress
 import os
 import re
 import shutil
-import socket
-import ssl
 import struct
 import time
 from dataclasses import dataclass
@@ -353,6 +351,9 @@ def master_state(pid: int) -> Optional[str]:
 
 def tls_answers(host: str, port: int, sni: Optional[str], timeout: float = 3.0) -> Tuple[bool, str]:
     """Does host:port complete a TLS handshake (no certificate checks: only "is it serving")?"""
+    import socket  # here, not at the top: `monitor` imports this module every minute and never connects
+    import ssl
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE

@@ -160,7 +160,7 @@ def observe(obs: Observations, a: "policy.Assessment", state_dir: str, snippet: 
             timeout: float = 5.0) -> Observations:
     """``obs`` with the live verdict of the CN vhost ``a`` (cached, or measured now)."""
     def target() -> Tuple[str, int, str]:
-        from .transaction import probe_target  # imports the probe stack: only when measuring
+        from .livecheck import probe_target  # imports the probe stack: only when measuring
         return probe_target(a)
 
     key = cache_key(_bytes(a.filename), _bytes(snippet), [r.path for r in obs.replication])
