@@ -9,11 +9,14 @@ VENV        := .venv
 APT_TEST    := apache2 curl openssl ca-certificates python3 python3-pytest python3-hypothesis \
                python3-debian python3-venv python3-setuptools \
                python3-requests default-jdk-headless golang-go patch e2fsprogs python3-pyflakes \
-               chromium firefox-esr libnss3-tools
+               chromium firefox-esr libnss3-tools \
+               reprepro gnupg devscripts
 # (the last three are real clients for tests/integration/test_matrix.py: python-requests, OpenJDK
 #  HttpClient and Go net/http checked against their probe profiles; ~15 s to install golang-go;
 #  chromium, firefox-esr and libnss3-tools (certutil) are the real browsers of
-#  tests/integration/test_browsers.py, `make browsers` runs only those)
+#  tests/integration/test_browsers.py, `make browsers` runs only those;
+#  reprepro, gnupg and devscripts (debsign) make and sign the apt repository of `make release`,
+#  tests/package/test_release.py and the lifecycle tests' local repository)
 APT_DEMO    := apache2 curl openssl python3
 PIP_TEST    := vermin==1.9.2
 PYTEST_ARGS ?=
@@ -132,3 +135,20 @@ demo: demo-deb
 test-fleet: deps
 	@PATH=$(SYSPATH) sh scripts/apt-ensure $(APT_CHROOT) ansible
 	PATH=$(SYSPATH) $(PYTHON) -m pytest -ra --durations=0 -m fleet $(PYTEST_ARGS) tests/package/test_fleet.py
+
+# --- Release: a signed apt repository in dist/apt/ (docs/release.md) ----------
+# `make release`: refuses unless the tree is clean, debian/changelog's entry is
+# released and a tag (RELEASE_TAG or the v* tag on HEAD) names its version; then
+# the `make deb` build, lintian, debsign (.changes, .dsc, .buildinfo), reprepro
+# (bookworm, trixie: signed InRelease/Release.gpg, the keyring), the package
+# tests on exactly those artifacts, and only then dist/apt/. The key:
+# RELEASE_KEY (a key id, or an armoured secret key file); unset, a throwaway key.
+# `make release-check`: only the refusal checks (seconds).
+APT_RELEASE := reprepro gnupg devscripts lintian
+.PHONY: release release-check
+release: deps
+	@PATH=$(SYSPATH) sh scripts/apt-ensure $(APT_RELEASE) $(APT_CHROOT)
+	PATH=$(SYSPATH) sh scripts/release
+
+release-check: deps
+	PATH=$(SYSPATH) sh scripts/release --check
