@@ -47,9 +47,12 @@ every action ("No init system and policy-rc.d missing! Defaulting to block").
 
 Local apt repository
 --------------------
-``Chroot.publish(debs)`` copies .debs into ``/srv/localrepo`` inside the tree
-(a copy, not a bind mount), indexes it with ``dpkg-scanpackages`` and points
-apt at it with a ``[trusted=yes] file:`` source.  It is the *only* source
+``Chroot.publish(debs)`` makes a signed repository of the .debs with the
+release's own tool (``scripts/make-apt-repo``: reprepro, ``InRelease`` signed
+by a throwaway key of the test session, ``aptrepo.py``), copies it to
+``/srv/localrepo`` inside the tree (a copy, not a bind mount) and points apt at
+it with a deb822 ``file:`` source whose ``Signed-By:`` is that key's keyring:
+apt checks the signature as on a CN (no ``trusted=yes``).  It is the *only* source
 inside: tests run offline once the cache exists, and each test publishes
 exactly the versions it wants apt to see (so ``apt-get upgrade`` upgrades
 exactly what the test means).
@@ -82,6 +85,9 @@ from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+import aptrepo  # noqa: E402  (the signed repository, scripts/make-apt-repo)
 REPO_ROOT = HERE.parents[1]
 STANDIN_DIR = HERE / "standin"
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "vhosts"
@@ -95,6 +101,8 @@ CACHE_DIR = Path(os.environ.get("DATAONE_CN_SSLVERIFY_CHROOT_CACHE", "/var/tmp/d
 PACKAGES = ("apache2", "python3", "curl", "openssl", "ca-certificates")
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 SERVER_NAME = "cn.dataone.test"
+#: Where the chroot's apt finds the local repository's public key (``Signed-By:``).
+KEYRING = "/etc/apt/keyrings/dataone-cn-sslverify-tests.gpg"
 HOSTNAME = "cn-chroot"
 
 POLICY_RC_DENY = "#!/bin/sh\n# dataone-cn-sslverify tests: deny every service action (like piuparts)\nexit 101\n"
@@ -120,12 +128,12 @@ def _check_host() -> None:
     if os.geteuid() != 0:
         problems.append("must run as root (debootstrap, namespaces, overlayfs)")
     for tool in ("/usr/sbin/debootstrap", "/usr/bin/unshare", "/usr/bin/nsenter", "/usr/bin/dpkg-scanpackages",
-                 "/usr/bin/dpkg-deb", "/usr/bin/curl"):
+                 "/usr/bin/dpkg-deb", "/usr/bin/curl", "/usr/bin/reprepro", "/usr/bin/gpg"):
         if not os.access(tool, os.X_OK):
             problems.append(f"{tool} missing")
     if problems:
         raise ChrootError("lifecycle chroot cannot be built: " + "; ".join(problems)
-                          + " (apt-get install debootstrap dpkg-dev curl util-linux)")
+                          + " (apt-get install debootstrap dpkg-dev curl util-linux reprepro gnupg)")
 
 
 # ----------------------------------------------------------------------------- cache
@@ -655,32 +663,41 @@ class Chroot:
         return p.read_text(errors="replace") if p.exists() else ""
 
     # -- apt
-    def publish(self, debs: Iterable[Path]) -> None:
-        """Make exactly ``debs`` the content of the local repository, and ``apt-get update``."""
-        # Indexed in a host-side staging dir (dpkg-scanpackages does not see files through
-        # /proc/PID/root), then copied in.
-        stage = self.dir / "localrepo"
-        if stage.exists():
-            shutil.rmtree(str(stage))
-        stage.mkdir()
-        for d in debs:
-            shutil.copyfile(str(d), str(stage / Path(d).name))
-        p = subprocess.run(["dpkg-scanpackages", "--multiversion", ".", "/dev/null"], cwd=str(stage),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True, env=_host_env())
-        if not p.stdout.strip():
-            raise ChrootError(f"dpkg-scanpackages indexed nothing: {p.stderr.decode(errors='replace')}")
-        (stage / "Packages").write_bytes(p.stdout)
-        repo = self.path("/srv/localrepo")
-        if repo.exists():
-            shutil.rmtree(str(repo))
-        repo.mkdir(parents=True, mode=0o755)
-        for f in stage.iterdir():
-            shutil.copyfile(str(f), str(repo / f.name))
-            os.chmod(str(repo / f.name), 0o644)
+    def codename(self) -> str:
+        """The chroot's Debian codename (``VERSION_CODENAME`` of its os-release): the suite it asks apt for."""
+        for line in self.read_bytes("/etc/os-release").decode().splitlines():
+            if line.startswith("VERSION_CODENAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+        raise ChrootError("no VERSION_CODENAME in the chroot's /etc/os-release")
+
+    def publish(self, debs: Iterable[Path], signer: "Optional[aptrepo.Signer]" = None) -> None:
+        """Make exactly ``debs`` the content of the local repository, signed, and ``apt-get update``."""
+        # Made on the host (scripts/make-apt-repo, as `make release` does; signed with the session's
+        # throwaway key unless ``signer`` is given), then copied in.
+        stage = aptrepo.make_repo(self.dir / "localrepo", debs, signer or aptrepo.session_signer(),
+                                  [self.codename()])
+        r = self.use_repo(stage)
         shutil.rmtree(str(stage))
+        if not r.ok:
+            raise ChrootError(f"apt-get update refused the local repository:\n{r}")
+
+    def use_repo(self, repo: Path, keyring: Optional[Path] = None) -> Run:
+        """Copy the repository ``repo`` to ``/srv/localrepo`` and make it apt's only source, with its
+        keyring (default: the one in ``repo``) as the only key apt accepts for it (``Signed-By:``,
+        deb822); forget the lists of earlier runs, ``apt-get update``, and return that run: it fails
+        when apt refuses the repository's signature or indexes."""
+        keyring = keyring or repo / aptrepo.KEYRING_NAME
+        inside = self.path("/srv/localrepo")
+        if inside.exists():
+            shutil.rmtree(str(inside))
+        shutil.copytree(str(repo), str(inside))
+        self.write(KEYRING, keyring.read_bytes(), 0o644)
         self.write("/etc/apt/sources.list", "# lifecycle tests: only the local repository (see sources.list.d)\n")
-        self.write("/etc/apt/sources.list.d/localrepo.list", "deb [trusted=yes] file:/srv/localrepo ./\n")
-        self.check(["apt-get", "update", "-q"])
+        self.write("/etc/apt/sources.list.d/localrepo.sources",
+                   f"Types: deb\nURIs: file:/srv/localrepo\nSuites: {self.codename()}\nComponents: main\n"
+                   f"Signed-By: {KEYRING}\n")
+        self.check(["sh", "-c", "rm -rf /etc/apt/sources.list.d/localrepo.list /var/lib/apt/lists/*_localrepo_*"])
+        return self.run(["apt-get", "update", "-q"], merge=True)
 
     def apt(self, *args: str, confold: bool = True) -> Run:
         """``apt-get -y ARGS`` (non-interactive; ``--force-confold`` keeps an operator's conffile edits)."""
