@@ -103,9 +103,10 @@ def decide(facts: Facts) -> Release:
 
 
 def _git(root: Path, *args: str) -> Optional[str]:
+    """git's stdout, trailing newline removed (leading blanks are meaningful in --porcelain); None on failure."""
     p = subprocess.run(["git", "-C", str(root)] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        universal_newlines=True)
-    return p.stdout.strip() if p.returncode == 0 else None
+    return p.stdout.rstrip("\n") if p.returncode == 0 else None
 
 
 def gather(root: Path) -> Facts:
