@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import gzip
+import hashlib
 import lzma
 import shutil
 import subprocess
@@ -89,20 +90,35 @@ def make_repo(out: Path, files: Iterable[Path], signer: Signer, suites: Sequence
     return out
 
 
-def tamper_packages(repo: Path, suite: str, edit: bytes = b"") -> None:
+def tamper_packages(repo: Path, suite: str, edit: bytes = b"", rehash: bool = False) -> None:
     """What an attacker between the repository and the CN does: change every ``Packages`` index of
-    ``suite`` (and its compressed forms, consistently) without the key to re-sign ``Release``."""
+    ``suite`` (and its compressed forms, consistently) without the key.  ``edit``: text inserted
+    before each ``Depends:`` value (default: a package added).  ``rehash``: also put the new hashes
+    and sizes into ``Release`` and into ``InRelease``'s signed text, keeping the old signatures."""
+    changes: Dict[bytes, bytes] = {}
     for packages in (repo / "dists" / suite).glob("main/binary-*/Packages"):
         text = packages.read_bytes()
         tampered = text.replace(b"\nDepends: ", b"\nDepends: " + edit) if edit else text + \
             b"\nPackage: evil\nVersion: 1.0\nArchitecture: all\nFilename: pool/evil_1.0_all.deb\n" \
             b"Size: 1\nSHA256: " + b"0" * 64 + b"\nDescription: not from the release\n"
         assert tampered != text
-        packages.write_bytes(tampered)
-        if (packages.parent / "Packages.gz").exists():
-            (packages.parent / "Packages.gz").write_bytes(gzip.compress(tampered))
-        if (packages.parent / "Packages.xz").exists():
-            (packages.parent / "Packages.xz").write_bytes(lzma.compress(tampered))
+        variants = [(packages, text, tampered)]
+        for name, compress in (("Packages.gz", gzip.compress), ("Packages.xz", lzma.compress)):
+            f = packages.parent / name
+            if f.exists():
+                variants.append((f, f.read_bytes(), compress(tampered)))
+        for f, before, after in variants:
+            f.write_bytes(after)
+            for algo in ("md5", "sha1", "sha256"):
+                changes[b" %s %d " % (hashlib.new(algo, before).hexdigest().encode(), len(before))] = \
+                    b" %s %d " % (hashlib.new(algo, after).hexdigest().encode(), len(after))
+    if rehash:
+        for name in ("Release", "InRelease"):
+            f = repo / "dists" / suite / name
+            text = f.read_bytes()
+            for old, new in changes.items():
+                text = text.replace(old, new)
+            f.write_bytes(text)
 
 
 def is_binary_keyring(path: Path) -> bool:

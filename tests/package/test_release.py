@@ -231,7 +231,7 @@ def test_repository_is_signed_and_its_indexes_match_the_pool(artifacts: Artifact
         index = d / "main" / f"binary-{arch}" / "Packages"
         entry = listed[f"main/binary-{arch}/Packages"]
         assert (entry["sha256"], int(entry["size"])) == (_sha256(index), index.stat().st_size)
-        ours = [p for p in Packages.iter_paragraphs(index.read_text()) if p["Package"] == OURS]
+        ours = [p for p in Packages.iter_paragraphs(index.read_text(), use_apt_pkg=False) if p["Package"] == OURS]
         assert [p["Version"] for p in ours] == [artifacts.version]
         deb = artifacts.repo / ours[0]["Filename"]
         assert ours[0]["Filename"].startswith("pool/main/d/dataone-cn-sslverify/")
@@ -300,16 +300,24 @@ def test_apt_installs_from_the_release_repository_checking_its_signature(ch: C.C
 
 @pytest.mark.package
 @pytest.mark.lifecycle
-@pytest.mark.parametrize("how", ["added package", "changed dependency"])
+@pytest.mark.parametrize("how", ["added package", "changed dependency", "Release re-hashed"])
 def test_apt_refuses_a_tampered_packages_index(ch: C.Chroot, suite: str, artifacts: Artifacts, tmp_path: Path,
                                                how: str) -> None:
-    """Packages changed after signing (and its .gz to match): Release's hashes no longer agree, apt refuses
-    the index and offers nothing from it.  Then the untouched copy works in the same chroot."""
+    """Packages changed after signing (its .gz to match).  Left alone, Release's hashes no longer agree;
+    re-hashed, Release and InRelease's text agree with it but no longer with their signatures.  Either way
+    apt refuses the index and offers nothing from it.  Then the untouched copy works in the same chroot."""
     bad = _copy(artifacts.repo, tmp_path / "tampered")
-    aptrepo.tamper_packages(bad, suite, b"" if how == "added package" else b"evil-backdoor, ")
+    aptrepo.tamper_packages(bad, suite, b"evil-backdoor, " if how == "changed dependency" else b"",
+                            rehash=how == "Release re-hashed")
+    listed = {e["name"]: e["sha256"] for e in Release((bad / "dists" / suite / "Release").read_text())["SHA256"]}
+    index = bad / "dists" / suite / "main" / "binary-amd64" / "Packages"
+    assert (listed["main/binary-amd64/Packages"] == _sha256(index)) == (how == "Release re-hashed")
     r = ch.use_repo(bad)
     assert not r.ok, f"apt accepted a tampered Packages:\n{r}"
-    assert "Hash Sum mismatch" in r.output or "unexpected size" in r.output, r
+    if how == "Release re-hashed":
+        assert "BADSIG" in r.output or "not signed" in r.output or "Bad signature" in r.output, r
+    else:
+        assert "Hash Sum mismatch" in r.output or "unexpected size" in r.output, r
     assert _candidate(ch, OURS) == "(none)" and _candidate(ch, "evil") == "(none)"
     assert not ch.apt("install", OURS).ok
     r = ch.use_repo(artifacts.repo)
