@@ -344,3 +344,30 @@ def test_apt_refuses_a_repository_signed_by_another_key(ch: C.Chroot, suite: str
     assert not ch.apt("install", OURS).ok
     r = ch.use_repo(repo)  # its own key: the same bytes are accepted (the refusal was the key, not the repo)
     assert r.ok and _candidate(ch, OURS) == artifacts.version, r
+
+
+# ----------------------------------------------------------------------------- CI
+
+
+def test_ci_runs_the_makefile_targets() -> None:
+    """.github/workflows/ci.yml: `make test` on every push, `make release` (after it) on a v* tag with
+    RELEASE_TAG from the tag, dist/apt/ uploaded; every `make X` it runs is a target of the Makefile."""
+    import re
+
+    import yaml
+
+    ci = yaml.safe_load((REPO_ROOT / ".github" / "workflows" / "ci.yml").read_text())
+    on = ci.get("on", ci.get(True))  # YAML 1.1 reads a bare `on` key as true
+    assert on["push"]["tags"] == ["v*"] and "branches" in on["push"]
+    jobs = ci["jobs"]
+    runs = {name: "\n".join(s.get("run", "") for s in job["steps"]) for name, job in jobs.items()}
+    assert re.search(r"^make test$", runs["test"], re.M)
+    assert re.search(r"^\s*make release$", runs["release"], re.M)
+    assert jobs["release"]["needs"] == "test" and jobs["release"]["if"] == "startsWith(github.ref, 'refs/tags/v')"
+    release_env = next(s["env"] for s in jobs["release"]["steps"] if "make release" in s.get("run", ""))
+    assert release_env["RELEASE_TAG"] == "${{ github.ref_name }}"
+    uploads = [s["with"]["path"] for s in jobs["release"]["steps"] if s.get("uses", "").startswith("actions/upload")]
+    assert "dist/apt/" in uploads
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    for target in re.findall(r"^\s*make (\w[\w-]*)$", "\n".join(runs.values()), re.M):
+        assert re.search(rf"^{re.escape(target)}:", makefile, re.M), f"ci.yml runs `make {target}`: no such target"
