@@ -143,12 +143,17 @@ test-fleet: deps
 # (bookworm, trixie: signed InRelease/Release.gpg, the keyring), the package
 # tests on exactly those artifacts, and only then dist/apt/. The key:
 # RELEASE_KEY (a key id, or an armoured secret key file); unset, a throwaway key.
-# `make release-check`: only the refusal checks (seconds).
+# `make release-check`: only the refusal checks (seconds). `make demo-repo`: a
+# throwaway chroot "CN" installs from dist/apt/ over HTTP with Signed-By.
 APT_RELEASE := reprepro gnupg devscripts lintian
-.PHONY: release release-check
+.PHONY: release release-check demo-repo
 release: deps
 	@PATH=$(SYSPATH) sh scripts/apt-ensure $(APT_RELEASE) $(APT_CHROOT)
 	PATH=$(SYSPATH) sh scripts/release
 
 release-check: deps
 	PATH=$(SYSPATH) sh scripts/release --check
+
+demo-repo:
+	@PATH=$(SYSPATH) sh scripts/apt-ensure $(APT_CHROOT)
+	PATH=$(SYSPATH) $(PYTHON) scripts/demo-apt-repo.py dist/apt $(or $(SUITE),bookworm)
