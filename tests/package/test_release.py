@@ -171,6 +171,51 @@ def test_release_refuses_before_building(checkout: Path, case: str) -> None:
     assert not (checkout / "dist").exists(), "a refused release wrote dist/"
 
 
+# ----------------------------------------------------------------------------- the key
+
+
+def _release_key(tmp: Path, key: Optional[str], gnupghome: Optional[Path] = None) -> subprocess.CompletedProcess:
+    env = {"PATH": SYSPATH, "HOME": str(tmp), "LC_ALL": "C.UTF-8"}
+    if key is not None:
+        env["RELEASE_KEY"] = key
+    if gnupghome is not None:
+        env["GNUPGHOME"] = str(gnupghome)
+    d = tmp / ("keydir-%d" % len(list(tmp.glob("keydir-*"))))
+    d.mkdir()
+    try:
+        return subprocess.run(["sh", str(REPO_ROOT / "scripts" / "release-key"), str(d)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, universal_newlines=True, env=env)
+    finally:
+        subprocess.run(["gpgconf", "--kill", "gpg-agent"], env=dict(env, GNUPGHOME=str(d / "gnupg")),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_release_key_throwaway_file_and_keyring(tmp_path: Path) -> None:
+    """Unset: a throwaway key in a new home, and it says so.  A secret key file: that key.  A key id: that
+    key in the caller's GnuPG home.  A public key file or an unknown id: refused before anything is built."""
+    signer = aptrepo.new_signer(tmp_path)
+    try:
+        env = signer.env()
+        secret, public = tmp_path / "secret.asc", tmp_path / "public.asc"
+        for path, what in ((secret, "--export-secret-keys"), (public, "--export")):
+            p = subprocess.run(["gpg", "--batch", "--armor", what, signer.fpr], stdout=subprocess.PIPE, env=env)
+            path.write_bytes(p.stdout)
+        r = _release_key(tmp_path, None)
+        assert r.returncode == 0 and "RELEASE_KEY_KIND=throwaway" in r.stdout and "THROWAWAY" in r.stderr, r
+        assert "/.gnupg" not in r.stdout and f"GNUPGHOME='{tmp_path}/keydir-0/gnupg'" in r.stdout, r.stdout
+        r = _release_key(tmp_path, str(secret))
+        assert r.returncode == 0 and f"RELEASE_FPR={signer.fpr}\nRELEASE_KEY_KIND=file" in r.stdout, r
+        assert "THROWAWAY" not in r.stderr
+        r = _release_key(tmp_path, signer.fpr[-16:], gnupghome=signer.home)
+        assert r.returncode == 0 and f"GNUPGHOME='{signer.home}'" in r.stdout and "KIND=keyring" in r.stdout, r
+        r = _release_key(tmp_path, str(public))
+        assert r.returncode == 2 and "holds 0 secret keys" in r.stderr, r
+        r = _release_key(tmp_path, "0123456789ABCDEF", gnupghome=signer.home)
+        assert r.returncode == 2 and "names 0 secret keys" in r.stderr, r
+    finally:
+        signer.close()
+
+
 # ----------------------------------------------------------------------------- the artifacts
 
 
