@@ -231,7 +231,7 @@ class Artifacts:
 def artifacts(tmp_path_factory: pytest.TempPathFactory, our_deb: Path) -> Iterator[Artifacts]:
     """The release's repository (``make release``), or the session's .deb signed and published the same way."""
     version = C.deb_field(our_deb, "Version")
-    changes = sorted(our_deb.parent.glob(f"{OURS}_{version}_*.changes"))
+    changes = sorted(our_deb.parent.glob(f"{OURS}_{version.split(':', 1)[-1]}_*.changes"))  # no epoch in file names
     given = os.environ.get("DATAONE_CN_SSLVERIFY_APT_REPO")
     if given:
         repo = Path(given).resolve()
