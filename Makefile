@@ -10,13 +10,13 @@ APT_TEST    := apache2 curl openssl ca-certificates python3 python3-pytest pytho
                python3-debian python3-venv python3-setuptools \
                python3-requests default-jdk-headless golang-go patch e2fsprogs python3-pyflakes \
                chromium firefox-esr libnss3-tools \
-               reprepro gnupg devscripts
+               reprepro gnupg devscripts python3-yaml
 # (the last three are real clients for tests/integration/test_matrix.py: python-requests, OpenJDK
 #  HttpClient and Go net/http checked against their probe profiles; ~15 s to install golang-go;
 #  chromium, firefox-esr and libnss3-tools (certutil) are the real browsers of
 #  tests/integration/test_browsers.py, `make browsers` runs only those;
-#  reprepro, gnupg and devscripts (debsign) make and sign the apt repository of `make release`,
-#  tests/package/test_release.py and the lifecycle tests' local repository)
+#  reprepro, gnupg and devscripts (debsign) make and sign the apt repositories of `make release`
+#  and of the lifecycle tests; python3-yaml reads .github/workflows/ci.yml in test_release.py)
 APT_DEMO    := apache2 curl openssl python3
 PIP_TEST    := vermin==1.9.2
 PYTEST_ARGS ?=
