@@ -6,7 +6,11 @@ core is pure (bytes in, bytes out) and effects sit at thin edges.
 
 Pure core:
     apacheconf   lossless Apache config parser: ``render(parse(x)) == x``
-    policy       recognise the client-verification block, render the target, plan the patch
+    policy       recognise the client-verification block in a vhost
+    uamatch      a User-Agent ``<If>`` condition, parsed and matched as Apache would
+    patching     what apply and revert write into a vhost (one splice each)
+    textdiff     unified diffs of file texts (``diff``)
+    snippet      the policy file's contract, its live copy, the status line and the TLS 1.2 opt-in text
     loaded       the configuration as Apache loads it (Includes expanded, IfModule/IfDefine evaluated)
     clients      the client catalogue: the families and matrix rows the probe plays
     tlsobserve   the request sent and the TLS messages seen: was a certificate requested, and how

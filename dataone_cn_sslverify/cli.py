@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import __version__
 from . import apacheconf as ac
-from . import apachectl, clients, display, locate, paths, policy
+from . import apachectl, clients, display, locate, paths, policy, snippet
 from .errors import ExitCode, Refused, SslVerifyError
 from .store import LockTimeout, Store
 
@@ -134,23 +134,47 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     out.line(f"apache: {'running' if running else 'not running'}, config {'ok' if config_ok else 'FAILS configtest'}"
              + (f" ({loc.config_error})" if loc.config_error else ""))
     out.debug(f"found through: {loc.source}")
+    pol = _policy_doc()
+    out.line(f"policy: {pol['file']} -> {pol['live']}: {pol['status']}")
     backups = Store(paths.state_dir()).backups()
     out.line(f"backups: {len(backups)} in {paths.state_dir()}" + (f", newest {backups[0].id}" if backups else ""))
     out.document({
         "vhosts": [_vhost_doc(vf, a) for vf, a in vhosts],
         "apache": {"running": running, "config_ok": config_ok, "confdir": apachectl.confdir()},
-        "policy": paths.policy_path(),
+        "policy": pol,
         "source": loc.source,
         "backups": [b.to_json() for b in backups],
     })
     return ExitCode.OK if loc.candidates() else ExitCode.NOT_FOUND
 
 
+def _policy_doc() -> Dict[str, Any]:
+    """The policy file, its live copy, and whether they agree (`snippet.describe`)."""
+    conffile, live = paths.policy_path(), paths.live_path()
+
+    def maybe(path: str) -> Optional[bytes]:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError:
+            return None
+
+    conf, cur = maybe(conffile), maybe(live)
+    rejected = None
+    rec = maybe(os.path.join(paths.state_dir(), "rejected.json"))
+    if conf is not None and rec is not None:
+        try:
+            rejected = snippet.rejected_reason(json.loads(rec.decode("utf-8")), conffile, conf)
+        except ValueError:
+            rejected = None
+    return {"file": conffile, "live": live, "status": snippet.describe(conffile, conf, cur, rejected)}
+
+
 def cmd_diff(args: argparse.Namespace, out: Output) -> int:
     loc = locate.locate(args.vhost, paths.policy_path())
     a = locate.choose(loc)
     text = ac.decode(loc.file_of(a).data)
-    patch = policy.plan_apply(text, a, paths.policy_path())
+    patch = policy.plan_apply(text, a, paths.live_path(), adopt=args.adopt)
     diff = policy.patch_diff(a.filename, text, patch) if patch else ""
     if patch is None:
         out.line(f"diff: {a.filename}:{a.line}: {a.state_label}, nothing to do")
@@ -179,7 +203,7 @@ def _run_transaction(op: str, args: argparse.Namespace, out: Output, **kw: Any) 
 
 
 def cmd_apply(args: argparse.Namespace, out: Output) -> int:
-    return _run_transaction("apply", args, out, reload=not args.no_reload, do_probe=not args.no_probe)
+    return _run_transaction("apply", args, out, reload=not args.no_reload, do_probe=not args.no_probe, adopt=args.adopt)
 
 
 def cmd_revert(args: argparse.Namespace, out: Output) -> int:
@@ -386,12 +410,18 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=text, description=text, parents=common)
 
     command("status", "each SSL vhost Apache loads and the state of its block")
-    command("diff", "the unified diff `apply` would make; writes nothing")
+    sp = command("diff", "the unified diff `apply` would make; writes nothing")
+    sp.add_argument("--adopt", action="store_true", help="as `apply --adopt`")
     for name, text in (("apply", "back up, patch, config test, graceful reload, live check; roll back on failure"),
                        ("revert", "put the original block back, with the same safety steps")):
         sp = command(name, text)
         sp.add_argument("--no-reload", action="store_true", help="write and config-test only; do not reload Apache")
         sp.add_argument("--no-probe", action="store_true", help="skip the live check after the reload")
+        if name == "apply":
+            sp.add_argument("--adopt", action="store_true",
+                            help="also replace a policy that is inline in the vhost (superseded) by the managed Include, "
+                                 "so that the policy file (and its TLS 1.2 opt-in) is what Apache loads; revert gives "
+                                 "the inline lines back")
     command("backups", "list full-file backups (newest first)")
     command("discard-journal", "set aside an unreadable journal of an interrupted run (a copy is kept)")
     sp = command("restore", "restore a full-file backup by ID, with the same safety steps")

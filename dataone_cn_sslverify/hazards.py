@@ -434,12 +434,12 @@ def _names(clients: Iterable[catalogue.Client]) -> Tuple[str, ...]:
 
 
 def _mitigation_fix(snippet: Optional[str], vhost_file: str) -> str:
-    if snippet:
-        where = (f"uncomment `SSLProtocol -all +TLSv1.2` in {snippet} (the policy snippet this vhost includes), "
-                 "then `apache2ctl configtest && apache2ctl graceful`")
-    else:
-        where = (f"add `SSLProtocol -all +TLSv1.2` inside this vhost in {vhost_file} (or `dataone-cn-sslverify apply` "
-                 "and use the setting in the policy snippet), then `apache2ctl configtest && apache2ctl graceful`")
+    from . import paths
+    from .snippet import TLS12_OPT_IN  # the one wording of the opt-in (docs/policy.md)
+    where = TLS12_OPT_IN.format(conffile=paths.policy_path())
+    if not snippet:
+        where += (f"; or add `SSLProtocol -all +TLSv1.2` inside this vhost in {vhost_file}, then "
+                  "`apache2ctl configtest && apache2ctl graceful`")
     return (f"Opt in to TLS 1.2 for this vhost: {where}. Measured on Apache 2.4: it takes effect for clients sending "
             "the vhost's name (SNI) whether or not it is the default vhost of its address. Trade-off: the CN vhost "
             "loses TLS 1.3; clients that refuse renegotiation (Go by default) still fail on /cn")

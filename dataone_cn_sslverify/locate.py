@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional, Set
 
 from . import apacheconf as ac
-from . import apachectl, errors, loaded, policy
+from . import apachectl, errors, loaded, paths, policy
 
 
 class NotFound(errors.NotFoundError, LookupError):
@@ -104,7 +104,7 @@ def loaded_files(res: Optional[apachectl.Result] = None) -> Located:
 
 def _assess_file(vf: VhostFile, snippet: str) -> Optional[VhostFile]:
     """Read and assess one file; None when it holds no SSL vhost. Raises ConfigSyntaxError."""
-    if os.path.realpath(vf.path) == os.path.realpath(snippet):
+    if os.path.realpath(vf.path) in (os.path.realpath(snippet), os.path.realpath(paths.live_path())):
         return None
     with open(vf.real_path, "rb") as f:
         data = f.read()

@@ -11,7 +11,7 @@ import os
 from typing import Optional
 
 from . import apacheconf as ac
-from . import locate, paths, policy, reverter
+from . import locate, paths, policy, reverter, snippet
 from .errors import ExitCode
 from .outcome import Abort
 from .store import Backup, read
@@ -40,13 +40,12 @@ class Planning:
             self.before = self.basis = loc.file_of(a).data
             text = ac.decode(self.before)
             if self.op == "apply":
-                check_snippet(snippet)
-                patch = policy.plan_apply(text, a, snippet)
-                if patch is None and a.state == "applied":
-                    self.step("locate", True, f"{a.filename}:{a.line} {a.server_name or '-'} ({a.state_label})")
-                    return self._plan_snippet(snippet)
+                self.step("locate", True, f"{a.filename}:{a.line} {a.server_name or '-'} ({a.state_label})")
+                return self._plan_apply(text, a, snippet)
             else:
                 saved = self.store.load_block(a.filename)
+                # Reverting an adopted inline policy brings the policy back, not an original block.
+                self.revert_to_policy = bool(saved) and saved.get("variant") == "browser-list"
                 if saved is None and a.state == "applied":
                     raise policy.PolicyError(f"{a.filename}:{a.line}: no saved original block in {self.store.blocks_dir}; "
                                              "use `dataone-cn-sslverify backups` and `restore ID`")
@@ -84,33 +83,47 @@ class Planning:
                                 f"{'managed Include' if self.op == 'apply' else 'original block'})")
         return ac.encode(patch.apply_to(text))
 
-    def _plan_snippet(self, snippet: str) -> Optional[bytes]:
-        """The vhost is applied: does Apache run the policy snippet that is on disk now?
+    def _plan_apply(self, text: str, a: policy.Assessment, conffile: str) -> Optional[bytes]:
+        """The vhost's new bytes, and the live copy to write (`self.live_new`); None: nothing to do.
 
-        The snippet is a conffile: an operator edits the browser pattern, or an
-        upgrade ships a new one. Its bytes at the last apply/reload are kept in
-        the state dir; if they differ, the change to make live is the snippet's:
-        the same steps (config test, graceful reload, live check) with the
-        recorded bytes as the "before" that a rollback puts back (the edit
-        itself is kept as a backup). No record yet: record it, nothing to do.
+        The policy file is read and checked against its contract here, before
+        anything is written; it is never written. What Apache loads is its live
+        copy (`snippet`), changed only when it differs from the policy file --
+        compared with the file itself, never with a record of an earlier run.
         """
         try:
-            cur = read(snippet)
-            rec = self.store.snippet_record()
-            if rec is None or rec.get("path") != snippet:
-                self.store.record_snippet(snippet, cur)
-                rec = {"data": cur}
-        except OSError as exc:
-            raise policy.PolicyError(f"{snippet}: {exc.strerror or exc}") from None
-        if rec["data"] == cur:
-            self.step("plan", True, f"applied, and {snippet} is unchanged since it was last loaded: nothing to do")
+            conf = check_snippet(conffile)
+        except policy.PolicyError as exc:
+            if a.state == "applied" and a.block is not None and a.block.snippet == conffile:
+                raise policy.PolicyError(f"{exc}; and {a.filename}:{a.block.first_line} still includes {conffile} "
+                                         "itself (written by an older version), so Apache's next reload reads it: fix "
+                                         "it, then run apply to move the Include to the live copy") from None
+            raise
+        live = paths.live_path()
+        patch = policy.plan_apply(text, a, live, adopt=self.adopt)
+        if patch is None and a.state != "applied":
+            self.step("plan", True, f"{a.state_label}: the policy is in the vhost itself, nothing to do; to make "
+                                    f"{conffile} (the TLS 1.2 opt-in, your pattern) what Apache loads: "
+                                    f"`{snippet.PACKAGE} apply --adopt`")
             return None
-        self.snippet_mode = True
-        self.file = os.path.realpath(snippet)
-        self.before, self.basis = rec["data"], cur
-        self.step("plan", True, f"{snippet} was edited since it was last loaded: config test, reload and live check "
-                                "make it live (rolled back to the previous snippet, the edit kept as a backup, on failure)")
-        return cur
+        try:
+            cur: Optional[bytes] = read(live)
+        except FileNotFoundError:
+            cur = None
+        want = snippet.render_live(conffile, conf)
+        self.live_new = want if cur != want else None
+        if self.config_error and (live in self.config_error or conffile in self.config_error):
+            self.snippet_mode = True  # our own file breaks the configuration: this change replaces it
+        if patch is None and self.live_new is None:
+            self.step("plan", True, f"applied, and {live} holds {conffile} as it is: nothing to do")
+            return None
+        what = []
+        if patch is not None:
+            what.append(f"replace lines {patch.first_line}-{patch.last_line} ({a.state_label} -> managed Include)")
+        if self.live_new is not None:
+            what.append(f"make {conffile} live as {live}" + (" (it was edited since it was last loaded)" if cur else ""))
+        self.step("plan", True, "; ".join(what))
+        return ac.encode(patch.apply_to(text)) if patch is not None else self.before
 
     def _plan_restore(self) -> Optional[bytes]:
         """The backup's bytes, for the file it was taken from -- only if that is still a file we may write."""
@@ -155,10 +168,14 @@ class Planning:
             raise Abort("refused", ExitCode.REFUSED, msg)
 
 
-def check_snippet(snippet: str) -> str:
-    """The policy snippet must exist and hold the target block; returns its pattern."""
+def check_snippet(conffile: str) -> bytes:
+    """The policy file's bytes, if it exists and keeps its contract (`snippet.check`); PolicyError if not."""
     try:
-        data = read(snippet)
+        data = read(conffile)
     except OSError as exc:
-        raise policy.PolicyError(f"{snippet}: policy snippet missing ({exc.strerror}); reinstall dataone-cn-sslverify") from None
-    return policy.snippet_pattern(ac.parse(data, snippet))
+        raise policy.PolicyError(f"{conffile}: policy file missing ({exc.strerror}); reinstall dataone-cn-sslverify") from None
+    try:
+        snippet.check(data, conffile)
+    except ac.ConfigSyntaxError as exc:
+        raise policy.PolicyError(str(exc)) from None
+    return data

@@ -21,13 +21,13 @@ Vocabulary (docs/design.md):
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import apacheconf as ac
 from .errors import Refused
+from .uamatch import UAMatch, parse_ua_condition
 
 PACKAGE = "dataone-cn-sslverify"
 DEFAULT_SNIPPET = "/etc/dataone/apache2/cn-sslverify.conf"
@@ -48,75 +48,6 @@ CN_PATHS = ("/cn", "/cn/")
 
 class PolicyError(Refused, ValueError):
     """A block we will not touch; ``str()`` names file, lines and what was expected."""
-
-
-@dataclass(frozen=True)
-class UAMatch:
-    """A parsed ``<If>`` condition on the User-Agent."""
-
-    negated: bool  # True: the condition holds for clients NOT matching the regex
-    regex: str
-    flags: str
-
-    @property
-    def words(self) -> Optional[Tuple[str, ...]]:
-        """Alternatives of a plain ``a|b|c`` regex, lower-cased; None if not that simple."""
-        body = self.regex
-        m = re.fullmatch(r"\((?:\?:)?(.*)\)", body)
-        if m:
-            body = m.group(1)
-        alts = body.split("|")
-        if not all(re.fullmatch(r"[A-Za-z0-9_.-]+", a) for a in alts):
-            return None
-        return tuple(a.lower() for a in alts)
-
-    @property
-    def case_insensitive(self) -> bool:
-        return "i" in self.flags
-
-
-_UA_VAR = (
-    r"(?:%\{\s*HTTP_USER_AGENT\s*\}"
-    r"|%\{\s*HTTP:User-Agent\s*\}"
-    r"|(?:req|http|req_novary)\(\s*['\"]User-Agent['\"]\s*\))"
-)
-_REGEX = r"(?:/(?P<re1>(?:[^/\\]|\\.)*)/(?P<f1>[a-z]*)|m(?P<d>[^\sA-Za-z0-9])(?P<re2>.*?)(?P=d)(?P<f2>[a-z]*))"
-_MATCH_RE = re.compile(r"^\s*" + _UA_VAR + r"\s*(?P<op>=~|!~)\s*" + _REGEX + r"\s*$", re.I | re.S)
-
-
-def parse_ua_condition(expr: str) -> Optional[UAMatch]:
-    """Parse ``[!] [(] <User-Agent> =~|!~ /re/flags [)]`` with any spacing; None otherwise."""
-    negated = False
-    e = ac.unquote(expr.strip()).strip()
-    while True:
-        m = re.fullmatch(r"!\s*(.*)", e, re.S)
-        if m:
-            negated = not negated
-            e = m.group(1).strip()
-            continue
-        m = re.fullmatch(r"\((.*)\)", e, re.S)
-        if m and _balanced(m.group(1)):
-            e = m.group(1).strip()
-            continue
-        break
-    m = _MATCH_RE.match(e)
-    if not m:
-        return None
-    if m.group("op") == "!~":
-        negated = not negated
-    regex = m.group("re1") if m.group("re1") is not None else m.group("re2")
-    flags = m.group("f1") if m.group("f1") is not None else (m.group("f2") or "")
-    return UAMatch(negated=negated, regex=regex, flags=flags)
-
-
-def _balanced(s: str) -> bool:
-    depth = 0
-    for ch in s:
-        depth += ch == "("
-        depth -= ch == ")"
-        if depth < 0:
-            return False
-    return depth == 0
 
 
 # ----------------------------------------------------------------------------
@@ -170,6 +101,15 @@ def find_ssl_vhosts(tree: ac.Config) -> List[ac.Section]:
 
 def _contains_verify(section: ac.Section) -> bool:
     return any(isinstance(n, ac.Directive) and n.key == "sslverifyclient" for n in section.walk())
+
+
+def _verifies(node: ac.Node) -> bool:
+    """Does this node set client verification (SSLVerifyClient/SSLVerifyDepth, itself or inside)?"""
+    if isinstance(node, ac.Directive):
+        return node.key in ("sslverifyclient", "sslverifydepth")
+    if isinstance(node, ac.Section):
+        return any(isinstance(n, ac.Directive) and n.key in ("sslverifyclient", "sslverifydepth") for n in node.walk())
+    return False
 
 
 def _is_cn_location(section: ac.Section) -> bool:
@@ -283,15 +223,18 @@ def classify_run(run: Sequence[ac.Node], filename: str) -> Tuple[str, Dict[str, 
     if keys == ["location"] and verify in ([], ["none"]):
         loc = sections[0]
         inner = [c for c in loc.children if not isinstance(c, (ac.Blank, ac.Comment))]
-        if len(inner) != 1 or not isinstance(inner[0], ac.Section) or inner[0].key != "if":
+        verifying = [c for c in inner if _verifies(c)]
+        if len(verifying) != 1 or not isinstance(verifying[0], ac.Section) or verifying[0].key != "if":
             raise PolicyError(
-                f"{filename}:{_lines([loc])}: <Location {loc.argstr}> holds more than the client-verification <If> "
-                "(expected exactly one <If> on the User-Agent holding SSLVerifyClient optional)"
+                f"{filename}:{_lines(verifying or [loc])}: <Location {loc.argstr}> sets client verification other than "
+                "by one <If> (expected exactly one <If> on the User-Agent holding SSLVerifyClient optional; "
+                "other directives such as SSLRenegBufferSize may stay beside it)"
             )
-        cond = parse_ua_condition(inner[0].argstr)
-        if cond is None or not cond.negated or not _only(inner[0], "optional"):
+        cond_if = verifying[0]
+        cond = parse_ua_condition(cond_if.argstr)
+        if cond is None or not cond.negated or not _only(cond_if, "optional"):
             raise PolicyError(
-                f"{filename}:{_lines(inner)}: <If {inner[0].argstr}> is not `! (User-Agent =~ /browsers/i)` "
+                f"{filename}:{_lines([cond_if])}: <If {cond_if.argstr}> is not `! (User-Agent =~ /browsers/i)` "
                 "holding only SSLVerifyClient optional"
             )
         words = cond.words
@@ -301,7 +244,7 @@ def classify_run(run: Sequence[ac.Node], filename: str) -> Tuple[str, Dict[str, 
         if words and set(BROWSER_WORDS) <= set(words) and cond.case_insensitive:
             return "browser-list", info
         raise PolicyError(
-            f"{filename}:{_lines(inner)}: User-Agent pattern /{cond.regex}/{cond.flags} is neither the WebKit-only "
+            f"{filename}:{_lines([cond_if])}: User-Agent pattern /{cond.regex}/{cond.flags} is neither the WebKit-only "
             f"variant nor a case-insensitive browser list covering {', '.join(BROWSER_WORDS)}"
         )
 
@@ -324,16 +267,18 @@ def _managed_block(children: Sequence[ac.Node], filename: str) -> Optional[Block
             "(expected exactly one begin and one end marker around one Include)"
         )
     b, e = begins[0], ends[0]
-    inner = [n for n in children[b + 1:e] if not isinstance(n, ac.Blank)]
-    if len(inner) != 1 or not isinstance(inner[0], ac.Directive) or inner[0].key not in ("include", "includeoptional") or len(inner[0].args) != 1:
+    inner = [n for n in children[b + 1:e] if not isinstance(n, (ac.Blank, ac.Comment))]
+    includes = [n for n in inner if isinstance(n, ac.Directive) and n.key in ("include", "includeoptional")]
+    kept_ok = all(isinstance(n, ac.Section) and _is_cn_location(n) and not _verifies(n) for n in inner if n not in includes)
+    if len(includes) != 1 or len(includes[0].args) != 1 or inner[0] is not includes[0] or not kept_ok:
         raise PolicyError(
             f"{filename}:{_lines(children[b:e + 1])}: the managed block was edited by hand "
-            "(expected only `Include <policy snippet>` between the markers)"
+            "(expected only `Include <policy snippet>` between the markers, then the lines it kept from the original)"
         )
     first, last = children[b].span, children[e].span
     return Block(
         variant="managed", first_line=first.first_line, last_line=last.last_line, start=first.start, end=last.end,
-        indent=children[b].line.indent, snippet=inner[0].args[0],  # type: ignore[attr-defined]
+        indent=children[b].line.indent, snippet=includes[0].args[0],
     )
 
 
@@ -429,141 +374,6 @@ def assess(tree: ac.Config, filename: Optional[str] = None) -> List[Assessment]:
     return [assess_vhost(vh, name) for vh in find_ssl_vhosts(tree)]
 
 
-# ----------------------------------------------------------------------------
-# Rendering and patches
-# ----------------------------------------------------------------------------
-
-
-def _include_arg(path: str) -> str:
-    return f'"{path}"' if re.search(r"\s", path) else path
-
-
-def render_managed(indent: str, eol: str, final_eol: str, snippet: str = DEFAULT_SNIPPET) -> str:
-    """Our three lines, indented like the block they replace, in the file's line endings."""
-    return f"{indent}{BEGIN_MARK}{eol}{indent}Include {_include_arg(snippet)}{eol}{indent}{END_MARK}{final_eol}"
-
-
-def render_target(pattern: str = DEFAULT_PATTERN, indent: str = "", eol: str = "\n", step: str = "    ") -> str:
-    """The target block (the body of the policy snippet) for a browser pattern."""
-    lines = [
-        "SSLVerifyClient none",
-        '<Location "/cn">',
-        f'{step}<If "! ( %{{HTTP_USER_AGENT}} =~ /{pattern}/i )">',
-        f"{step}{step}SSLVerifyClient optional",
-        f"{step}</If>",
-        "</Location>",
-        "SSLVerifyDepth 10",
-    ]
-    return "".join(f"{indent}{ln}{eol}" for ln in lines)
-
-
-@dataclass(frozen=True)
-class Patch:
-    """One splice of a file's text: replace text[start:end] (``old``) with ``new``."""
-
-    filename: str
-    start: int
-    end: int
-    old: str
-    new: str
-    first_line: int
-    last_line: int
-
-    def apply_to(self, text: str) -> str:
-        if text[self.start:self.end] != self.old:
-            raise PolicyError(f"{self.filename}:{self.first_line}: file changed since the patch was planned")
-        return ac.splice(text, self.start, self.end, self.new)
-
-    def apply_bytes(self, data: bytes) -> bytes:
-        return ac.encode(self.apply_to(ac.decode(data)))
-
-
-def _block_endings(text: str, block: Block) -> Tuple[str, str]:
-    seg = text[block.start:block.end]
-    first = seg.split("\n", 1)[0]
-    eol = "\r\n" if first.endswith("\r") and "\n" in seg else ("\n" if "\n" in seg else ac.dominant_ending(text))
-    final = "\r\n" if seg.endswith("\r\n") else ("\n" if seg.endswith("\n") else "")
-    return eol, final
-
-
-def plan_apply(text: str, assessment: Assessment, snippet: str = DEFAULT_SNIPPET) -> Optional[Patch]:
-    """The patch that replaces an original block by our Include; None when nothing is to do.
-
-    Raises PolicyError for states that must not be touched (unrecognised, absent).
-    """
-    if assessment.state in ("applied", "superseded"):
-        return None
-    if assessment.state != "original" or assessment.block is None:
-        raise PolicyError(assessment.reason or f"{assessment.filename}:{assessment.line}: no client-verification block to patch")
-    b = assessment.block
-    eol, final = _block_endings(text, b)
-    new = render_managed(b.indent, eol, final, snippet)
-    return Patch(assessment.filename, b.start, b.end, text[b.start:b.end], new, b.first_line, b.last_line)
-
-
-def plan_revert(text: str, assessment: Assessment, original_block: str) -> Optional[Patch]:
-    """The patch that puts the saved original block back in place of our Include.
-
-    None when the vhost is not in state ``applied`` and already holds the saved
-    original (nothing to do); PolicyError when our block was damaged or absent.
-    """
-    if assessment.state != "applied" or assessment.block is None:
-        if assessment.state == "original" and assessment.block is not None and text[assessment.block.start:assessment.block.end] == original_block:
-            return None
-        raise PolicyError(
-            (assessment.reason if assessment.state == "unrecognised" else None)
-            or f"{assessment.filename}:{assessment.line}: the managed Include is not in the vhost (state {assessment.state_label}); "
-            "it was removed or edited by hand, so there is nothing safe to revert"
-        )
-    b = assessment.block
-    _, final = _block_endings(text, b)
-    restored = original_block
-    orig_final = "\r\n" if restored.endswith("\r\n") else ("\n" if restored.endswith("\n") else "")
-    if final and not orig_final:  # lines were added after our block since: keep them on their own line
-        restored += final
-    return Patch(assessment.filename, b.start, b.end, text[b.start:b.end], restored, b.first_line, b.last_line)
-
-
-def unified_diff(path: str, old: str, new: str, context: int = 3) -> str:
-    """A ``diff -u`` of two file texts, line endings shown as they are."""
-    a = old.splitlines(keepends=True)
-    b = new.splitlines(keepends=True)
-    out = []
-    for line in difflib.unified_diff(a, b, fromfile=path, tofile=path + " (patched)", n=context):
-        out.append(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n")
-    return "".join(out)
-
-
-def patch_diff(path: str, text: str, patch: Patch, context: int = 3) -> str:
-    """`unified_diff` of text before/after patch, computed only around the splice.
-
-    The same output as diffing the whole files (a patch is one splice of whole
-    lines, so one hunk), in time proportional to the block rather than to the
-    file: difflib over a 100k-line vhost was the one superlinear cost
-    (bench/RESULTS.md).
-    """
-    begin = patch.start  # the block starts at the beginning of a line
-    for _ in range(context):
-        if begin == 0:
-            break
-        begin = text.rfind("\n", 0, begin - 1) + 1
-    end = patch.end
-    for _ in range(context):
-        if end >= len(text):
-            break
-        nl = text.find("\n", end)
-        end = len(text) if nl < 0 else nl + 1
-    skipped = text[:begin].count("\n")
-    window = text[begin:end]
-    changed = window[:patch.start - begin] + patch.new + window[patch.end - begin:]
-
-    def shift(m: "re.Match[str]") -> str:
-        return f"@@ -{int(m.group(1)) + skipped}{m.group(2)} +{int(m.group(3)) + skipped}{m.group(4)} @@"
-
-    body = unified_diff(path, window, changed, context)
-    return re.sub(r"^@@ -(\d+)((?:,\d+)?) \+(\d+)((?:,\d+)?) @@", shift, body, count=1, flags=re.M)
-
-
 def snippet_pattern(tree: ac.Config) -> str:
     """The browser regex of a policy snippet; PolicyError (file:line) if it is not the target shape."""
     runs = _runs(tree.children)
@@ -574,3 +384,15 @@ def snippet_pattern(tree: ac.Config) -> str:
         items = [n for n in runs[0] if not isinstance(n, (ac.Blank, ac.Comment))]
         raise PolicyError(f"{tree.name}:{_lines(items)}: policy snippet is {variant}, expected the browser-list target")
     return str(info["pattern"])
+
+
+from .patching import (  # noqa: E402  (patching builds on the recognition above)
+    Patch, kept_lines, plan_apply, plan_revert, render_managed, render_target,
+)
+from .textdiff import patch_diff, unified_diff  # noqa: E402
+
+__all__ = (
+    "Assessment", "Block", "PolicyError", "Patch", "UAMatch", "parse_ua_condition", "assess", "assess_vhost",
+    "classify_run", "find_ssl_vhosts", "kept_lines", "plan_apply", "plan_revert", "render_managed", "render_target",
+    "snippet_pattern", "patch_diff", "unified_diff",
+)

@@ -48,7 +48,7 @@ TOOL = "dataone-cn-sslverify"
 
 #: Files only this tool writes, besides the vhost Apache loads: callables returning a path
 #: (evaluated when a journal is checked). Another managed file registers itself here.
-MANAGED_FILES: List[Callable[[], str]] = [paths.policy_path]
+MANAGED_FILES: List[Callable[[], str]] = [paths.live_path]  # the policy's live copy (never the policy file)
 
 
 @dataclass

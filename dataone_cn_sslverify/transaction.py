@@ -26,6 +26,7 @@ variable for it.
 
 from __future__ import annotations
 
+import json
 import os
 import syslog
 import time
@@ -33,11 +34,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import apacheconf as ac
 from . import apachectl, display, interrupts, paths, policy, probe, reverter
+from .store import atomic_write
 from .errors import ExitCode, SslVerifyError
 from .livecheck import gate, probe_target
 from .outcome import Abort, Outcome, Step
 from .planning import Planning, check_snippet
-from .store import Backup, ChangedMeanwhile, JournalUnreadable, LockTimeout, Store, cas_write, read
+from .store import Backup, ChangedMeanwhile, JournalUnreadable, LockTimeout, Store, cas_write, read, sha256
 
 LOCK_TIMEOUT = float(os.environ.get("DATAONE_CN_SSLVERIFY_LOCK_TIMEOUT", "60"))
 PROBE_PATH = "/cn/"
@@ -70,7 +72,7 @@ class Transaction(Planning):
     def __init__(self, op: str, *, vhost: Optional[str] = None, reload: bool = True, do_probe: bool = True,
                  backup_id: Optional[str] = None, report: Optional[Callable[[Step], None]] = None,
                  lock_timeout: float = LOCK_TIMEOUT, no_reload_reason: Optional[str] = None,
-                 hold_signals: bool = False) -> None:
+                 hold_signals: bool = False, adopt: bool = False) -> None:
         assert op in ("apply", "revert", "restore")
         self.op, self.vhost, self.reload, self.do_probe, self.backup_id = op, vhost, reload, do_probe, backup_id
         # Why reload=False when it is not the operator's --no-reload (maint.py: "policy-rc.d forbids
@@ -90,7 +92,10 @@ class Transaction(Planning):
         self.assessment: Optional[policy.Assessment] = None
         self.probe_results: List[Dict[str, Any]] = []
         self.before_matrix: Optional[List[probe.ProbeResult]] = None
-        self.snippet_mode = False  # apply on an applied vhost whose policy snippet was edited
+        self.snippet_mode = False  # the configuration fails because of our own live copy: the change replaces it
+        self.adopt = adopt  # apply: replace a superseded inline block by the managed Include too
+        self.live_new: Optional[bytes] = None  # the policy's live copy to write with the vhost (`snippet`)
+        self.revert_to_policy = False  # revert of an adopted inline policy: the live check is apply's
         self.new: Optional[bytes] = None
         self.config_error = ""  # what `apache2ctl configtest` said before the change, if it failed
         self.warnings: List[str] = []
@@ -178,12 +183,8 @@ class Transaction(Planning):
         self._journal(new)
         try:
             self._write(new)
-            if broken is not None:
-                # The edited snippet is already on disk (an operator's edit, or dpkg unpacked a
-                # new conffile) and it is what breaks the configuration: that is a failed change
-                # of ours to undo, not a broken configuration to refuse.
-                raise Abort("failed", ExitCode.FAILED,
-                            f"the edited policy snippet fails `apache2ctl configtest`: {self.config_error}")
+            if self.live_new is not None:
+                self.write(paths.live_path(), self.live_new)
             self._configtest_after()
             self._reload()
             self._probe()
@@ -203,19 +204,24 @@ class Transaction(Planning):
         self.reverter.commit()
         if self.op == "revert":
             self.store.drop_block(self.file or "")
-        if self.op == "apply":
-            self._record_snippet()
+        if self.live_new is not None:
+            self._rejected(None)
         pruned = self.store.prune(self.file or "")
         self.step("commit", True, f"{self.file} {self.op} done" + (f"; pruned {len(pruned)} old backups" if pruned else ""))
 
-    def _record_snippet(self) -> None:
-        """Remember the snippet bytes Apache now loads (see `_plan_snippet`); best effort."""
-        snippet = paths.policy_path()
+    def _rejected(self, reason: Optional[str]) -> None:
+        """Note (for `status` only) why the policy file's current bytes did not go live; None: they did."""
+        conffile = paths.policy_path()
+        path = os.path.join(self.store.root, "rejected.json")
         try:
-            self.store.record_snippet(snippet, read(snippet))
-        except OSError as exc:
-            self.step("commit", True, f"could not record {snippet} in {self.store.root} ({exc.strerror}); "
-                                      "the next apply reloads once more")
+            if reason is None:
+                if os.path.exists(path):
+                    os.unlink(path)
+                return
+            rec = {"policy": conffile, "sha256": sha256(read(conffile)), "reason": reason}
+            atomic_write(path, json.dumps(rec, sort_keys=True).encode(), mode=0o600)
+        except OSError:
+            pass  # status then says "edited, not live yet" instead of why: nothing depends on it
 
     def _configtest_before(self) -> Optional[Abort]:
         """Test the configuration as it is now; the refusal to raise if it fails (None if ok).
@@ -240,10 +246,9 @@ class Transaction(Planning):
         assert self.file and self.before is not None
         try:
             self.store.ensure()
-            if self.snippet_mode and self.new is not None:  # keep the operator's edit: a rollback replaces it
-                self.store.backup(self.file, self.new, "snippet-edit")
-            self.backup = self.store.backup(self.file, self.before, "snippet" if self.snippet_mode else self.op)
-            if self.op == "apply" and not self.snippet_mode and self.assessment is not None and self.assessment.block is not None:
+            self.backup = self.store.backup(self.file, self.before, self.op)
+            if self.op == "apply" and self.new != self.before and self.assessment is not None \
+                    and self.assessment.state != "applied" and self.assessment.block is not None:
                 blk = self.assessment.block
                 self.store.save_block(self.file, ac.decode(self.before)[blk.start:blk.end], blk.variant,
                                       server_name=self.assessment.server_name, backup=self.backup.id)
@@ -298,7 +303,8 @@ class Transaction(Planning):
         self._checkpoint("write")
         assert self.file and self.basis is not None
         try:
-            cas_write(self.file, new, self.basis)
+            if new != self.basis:  # an edit of the policy file alone leaves the vhost as it is
+                cas_write(self.file, new, self.basis)
         except ChangedMeanwhile:
             msg = (f"{self.file} was changed by someone else while {self.op} ran; nothing written "
                    f"(run `{TOOL} {self.op}` again to plan from its new bytes)")
@@ -394,7 +400,7 @@ class Transaction(Planning):
         host, port, sni = target
         results = probe.probe_matrix(host, port, sni, PROBE_PATH, timeout=10.0)
         self.probe_results = [r.to_json() for r in results]
-        ok, summary = gate(self.op, self.before_matrix, results)
+        ok, summary = gate("apply" if self.revert_to_policy else self.op, self.before_matrix, results)
         self.step("probe", ok, f"https://{sni}:{port}{PROBE_PATH} via {host}: {summary}")
         if not ok:
             raise Abort("failed", ExitCode.FAILED, f"live check failed: {summary}")
@@ -404,6 +410,8 @@ class Transaction(Planning):
         """Undo through the reverter (signals stay deferred: nothing interrupts the way back)."""
         assert self.reverter is not None and self.file
         undo = self.reverter.undo(self.reloaded, self.step)
+        if self.live_new is not None:
+            self._rejected(reason)
         if not undo.ok:
             return self._outcome("unrestored", ExitCode.UNRESTORED,
                                  f"{reason}; the rollback could not finish: {undo.problem}. Run by hand: {undo.manual}")

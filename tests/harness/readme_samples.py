@@ -61,7 +61,9 @@ _MASKS = (
 
 def normalise(text: str, inst: ApacheInstance) -> str:
     """The instance's paths and port as they are on a production CN."""
-    for real, shown in ((str(inst.policy_path), "/etc/dataone/apache2/cn-sslverify.conf"),
+    live = inst.policy_path.parent / "cn-sslverify.live.conf"
+    for real, shown in ((str(live), "/etc/dataone/apache2/cn-sslverify.live.conf"),
+                        (str(inst.policy_path), "/etc/dataone/apache2/cn-sslverify.conf"),
                         (str(inst.state_dir), "/var/lib/dataone-cn-sslverify"),
                         (str(inst.confdir), "/etc/apache2")):
         text = text.replace(real, shown)

@@ -116,6 +116,17 @@ def managed_lines(indent: str, eol: str, policy: Path) -> List[str]:
     return [indent + BEGIN + eol, indent + "Include %s" % policy + eol, indent + END + eol]
 
 
+def live_of(inst: ApacheInstance) -> Path:
+    """The policy's live copy, the file the managed Include names (next to the policy file)."""
+    return inst.policy_path.parent / "cn-sslverify.live.conf"
+
+
+def make_live(inst: ApacheInstance) -> None:
+    """What apply writes besides the vhost: the live copy (here a plain copy of the policy file)."""
+    if not live_of(inst).exists():
+        live_of(inst).write_bytes(inst.policy_path.read_bytes())
+
+
 def apply_with_patch(original: bytes, diff: str, work: Path) -> bytes:
     """Apply ``diff`` with GNU patch to a copy of ``original``; the patched bytes."""
     work.mkdir(parents=True, exist_ok=True)
@@ -152,6 +163,7 @@ def assert_unchanged(inst: ApacheInstance, before: Dict[str, Any]) -> None:
 def swap_in_configtest(inst: ApacheInstance, patched: bytes) -> Tuple[bool, str]:
     """Put ``patched`` in place of the vhost, config-test, put the original back."""
     saved = inst.vhost_bytes()
+    make_live(inst)
     try:
         inst.write_vhost(patched)
         r = inst.configtest()
@@ -233,7 +245,7 @@ def test_diff_replaces_exactly_the_block_and_patch_result_passes_configtest(
     ls = lines_of(original)
     removed, added = parse_diff(r.out)
     assert removed == ls[first:last + 1], r
-    assert added == managed_lines("\t", "\n", inst.policy_path), r
+    assert added == managed_lines("\t", "\n", live_of(inst)), r
 
     # --json carries the same diff.
     j = tool(inst, "diff", as_json=True)
@@ -243,7 +255,7 @@ def test_diff_replaces_exactly_the_block_and_patch_result_passes_configtest(
 
     patched = apply_with_patch(original, r.out, tmp_path / "patch")
     # Nothing outside the block moved, byte for byte.
-    expected = "".join(ls[:first] + managed_lines("\t", "\n", inst.policy_path) + ls[last + 1:]).encode("latin-1")
+    expected = "".join(ls[:first] + managed_lines("\t", "\n", live_of(inst)) + ls[last + 1:]).encode("latin-1")
     assert patched == expected
     for part in UNTOUCHED:
         assert original.count(part) == 1 and patched.count(part) == 1, part
@@ -260,6 +272,7 @@ def test_diff_recognises_its_own_result_as_applied(apache_instance_factory: Call
     original = inst.vhost_bytes()
     patched = apply_with_patch(original, tool(inst, "diff").out, tmp_path / "patch")
     inst.write_vhost(patched)
+    make_live(inst)
     assert inst.configtest().ok
     st = tool(inst, "status", as_json=True)
     assert st.rc == 0, st
@@ -324,7 +337,7 @@ def test_diff_keeps_line_endings_and_indentation(apache_instance_factory: Callab
     ls = lines_of(original)
     removed, added = parse_diff(r.out)
     assert removed == ls[first:last + 1], r
-    assert added == managed_lines(indent, eol, inst.policy_path), repr(added)
+    assert added == managed_lines(indent, eol, live_of(inst)), repr(added)
 
     patched = apply_with_patch(original, r.out, tmp_path / "patch")
     assert patched == "".join(ls[:first] + added + ls[last + 1:]).encode("latin-1")
@@ -410,7 +423,7 @@ def test_two_cn_vhosts_diff_refuses_and_vhost_picks_one(apache_instance_factory:
     first, last = block_range(second_data)
     removed, added = parse_diff(d2.out)
     assert removed == lines_of(second_data)[first:last + 1]
-    assert added == managed_lines("\t", "\n", inst.policy_path)
+    assert added == managed_lines("\t", "\n", live_of(inst))
     assert second.read_bytes() == second_data
 
     # Named through the sites-enabled symlink: reported at its real path.
@@ -746,7 +759,7 @@ def test_directive_case_and_quoting_are_recognised(apache_instance_factory: Call
     assert d.rc == 0, d
     removed, added = parse_diff(d.out)
     assert "".join(removed).encode("latin-1") == ODD_SPELLING
-    assert added == managed_lines("\t", "\n", inst.policy_path)
+    assert added == managed_lines("\t", "\n", live_of(inst))
     ok, output = swap_in_configtest(inst, apply_with_patch(data, d.out, tmp_path / "patch"))
     assert ok, output
 

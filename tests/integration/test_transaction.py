@@ -30,7 +30,7 @@ import pytest
 from harness import ApacheInstance
 from transaction_support import (
     APPLY_STEPS, BEGIN, END, IE11, SAFARI, WEBKIT_ONLY_BLOCK, assert_applied_behaviour, assert_asked,
-    assert_not_asked, assert_nothing_left_changed, assert_original_behaviour, backup_files, expected_applied, finish, generations,
+    assert_nothing_left_changed, assert_original_behaviour, backup_files, expected_applied, finish, generations,
     journal_path, spawn, temp_leftovers, tool,
 )
 
@@ -130,7 +130,7 @@ HAND_EDITS = {
     # the Include line changed (another directive slipped in between our markers)
     "include-edited": lambda d: d.replace(b"\t%s\n" % END, b"\tSSLVerifyDepth 5\n\t%s\n" % END),
     # the Include line deleted, markers left
-    "include-removed": lambda d: re.sub(rb"\tInclude [^\n]*cn-sslverify\.conf\n", b"", d),
+    "include-removed": lambda d: re.sub(rb"\tInclude [^\n]*cn-sslverify\.live\.conf\n", b"", d),
     # our three lines replaced by a hand-written plain block
     "block-replaced": lambda d: _remove_managed_block(d).replace(
         b"\t#\n \t\n", b"\t#\n\tSSLVerifyClient optional\n\tSSLVerifyDepth 10\n \t\n"),
@@ -157,34 +157,7 @@ def test_revert_refuses_when_the_managed_include_was_edited_or_removed(apache: A
     assert_nothing_left_changed(apache, edited, r, code=2, behaviour="applied")
 
 
-# ------------------------------------------------------------------ 3. snippet that fails configtest
-
-
-SNIPPET_BREAKS = {
-    # right shape for the tool, rejected by mod_ssl ("SSLVerifyDepth: Invalid argument")
-    "negative-depth": ("SSLVerifyDepth 10", "SSLVerifyDepth -1"),
-    # right shape, but ap_expr rejects the regex flag
-    "bad-regex-flag": ("webkit)/i )", "webkit)/iq )"),
-}
-
-
-@pytest.mark.parametrize("how", sorted(SNIPPET_BREAKS))
-def test_snippet_failing_configtest_is_rolled_back(apache: ApacheInstance, how: str) -> None:
-    old, new = SNIPPET_BREAKS[how]
-    text = apache.policy_path.read_text()
-    assert old in text
-    apache.policy_path.write_text(text.replace(old, new))
-    original, gens = apache.vhost_bytes(), generations(apache)
-
-    r = tool(apache, "apply")
-    assert r.doc["result"] == "rolled-back", r
-    failed = [s for s in r.steps if not s["ok"]]
-    assert [s["name"] for s in failed] == ["configtest"] and "AH00526" in failed[0]["detail"], r
-    assert "configtest" in r.doc["message"] and "rolled back" in r.doc["message"], r
-    assert "reload" not in r.step_names(), "a config that fails configtest must never be reloaded"
-    assert generations(apache) == gens
-    assert_nothing_left_changed(apache, original, r, code=1)
-    assert apache.configtest().ok
+# ------------------------------------------------------------------ 3. policy file refused or failing: test_policy_live.py
 
 
 # ------------------------------------------------------------------ 4. config already broken
@@ -483,59 +456,7 @@ def test_symlinked_vhost_is_edited_at_its_target_keeping_mode_and_owner(apache: 
     assert_asked(apache, IE11)
 
 
-# ------------------------------------------------------------------ 14. the policy snippet is edited later
-
-
-def test_snippet_edit_is_made_live_by_apply_and_a_bad_edit_is_rolled_back(apache: ApacheInstance) -> None:
-    assert tool(apache, "apply").code == 0
-    policy_path = Path(apache.env()["DATAONE_CN_SSLVERIFY_POLICY"])
-    vhost = apache.vhost_bytes()
-    packaged = policy_path.read_bytes()
-
-    # Unchanged snippet: nothing to do, no reload.
-    gens = generations(apache)
-    r = tool(apache, "apply")
-    assert (r.code, r.doc["result"]) == (0, "unchanged"), r
-    assert generations(apache) == gens
-
-    # A good edit (exempt R's httr too): apply reloads and the live check passes.
-    edited = packaged.replace(b"|webkit)/i", b"|webkit|httr)/i")
-    assert edited != packaged
-    policy_path.write_bytes(edited)
-    r = tool(apache, "apply")
-    assert (r.code, r.doc["result"]) == (0, "changed"), r
-    assert generations(apache) == gens + 1
-    assert apache.vhost_bytes() == vhost  # only the snippet changed
-    assert_not_asked(apache, "libcurl/7.88.1 r-curl/5.0.0 httr/1.4.6", "1.2")
-    assert_applied_behaviour(apache)
-
-    # An edit that drops browser families is refused before anything happens (exit 2).
-    narrow = edited.replace(b"(windows|chrome|mozilla|", b"(chrome|")
-    assert narrow != edited
-    policy_path.write_bytes(narrow)
-    gens = generations(apache)
-    r = tool(apache, "apply")
-    assert (r.code, r.doc["result"]) == (2, "refused"), r
-    assert "covering windows, chrome, mozilla, safari, webkit" in r.doc["message"], r
-    assert generations(apache) == gens
-    assert_applied_behaviour(apache)
-
-    # An edit of the right shape that Apache rejects: the configuration on disk is broken by *our*
-    # file, so apply rolls it back to the snippet Apache last loaded (exit 1) and keeps the edit.
-    bad = edited.replace(b"SSLVerifyDepth 10", b"SSLVerifyDepth -1")
-    assert bad != edited
-    policy_path.write_bytes(bad)
-    r = tool(apache, "apply")
-    assert (r.code, r.doc["result"]) == (1, "rolled-back"), r
-    assert "snippet fails `apache2ctl configtest`" in r.doc["message"] and "SSLVerifyDepth" in r.doc["message"], r
-    assert policy_path.read_bytes() == edited and apache.vhost_bytes() == vhost
-    assert apache.configtest().ok  # what is on disk works again ...
-    assert generations(apache) == gens  # ... and Apache was never reloaded with the bad one
-    assert_applied_behaviour(apache)
-    kept = [Path(b["file"]) for b in tool(apache, "backups").doc["backups"] if b["op"] == "snippet-edit"]
-    assert any(p.read_bytes() == bad for p in kept), kept  # the operator's rejected edit is kept
-    assert not journal_path(apache).exists()
-    policy_path.write_bytes(edited)  # a broken config makes `apache2ctl stop` (teardown) slow
+# ------------------------------------------------------------------ 14. the policy file is edited later: test_policy_live.py
 
 
 # ------------------------------------------------------------------ 15. interrupted: Ctrl-C, ssh drop, kill

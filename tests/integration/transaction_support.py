@@ -11,6 +11,7 @@ handshake (``ApacheInstance.request``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -46,11 +47,24 @@ APPLY_STEPS = ["lock", "configtest", "locate", "plan", "probe-before", "backup",
                "reload", "probe", "commit"]
 
 
+def live_path(inst: ApacheInstance) -> Path:
+    """The policy's live copy for this instance: next to its policy file (the conffile, relocated)."""
+    return inst.policy_path.parent / "cn-sslverify.live.conf"
+
+
+def live_header(inst: ApacheInstance, body: bytes) -> bytes:
+    """The first line of the live copy of ``body``, computed here from the documented format."""
+    conf = str(inst.policy_path)
+    return ("# Written by dataone-cn-sslverify from %s (sha256 %s) after a config test, a reload and the live check. "
+            "Do not edit: edit %s, then run `dataone-cn-sslverify apply`.\n"
+            % (conf, hashlib.sha256(body).hexdigest(), conf)).encode()
+
+
 def expected_applied(inst: ApacheInstance, original: Optional[bytes] = None) -> bytes:
     """The vhost after a correct apply, computed here (not by the package): block -> marked Include."""
     data = original if original is not None else inst.rendered_vhost()
     assert data.count(WEBKIT_ONLY_BLOCK) == 1, "fixture changed: the webkit-only block is not where expected"
-    managed = b"\t%s\n\tInclude %s\n\t%s\n" % (BEGIN, str(inst.policy_path).encode(), END)
+    managed = b"\t%s\n\tInclude %s\n\t%s\n" % (BEGIN, str(live_path(inst)).encode(), END)
     return data.replace(WEBKIT_ONLY_BLOCK, managed)
 
 

@@ -48,7 +48,7 @@ ANSIBLE_DIR = REPO_ROOT / "deploy" / "ansible"
 OURS = "dataone-cn-sslverify"
 STANDIN = "dataone-cn-os-core"
 VHOST = "/etc/apache2/sites-available/cn-ssl.conf"
-INCLUDE = "Include /etc/dataone/apache2/cn-sslverify.conf"
+INCLUDE = "Include /etc/dataone/apache2/cn-sslverify.live.conf"
 #: The ansible apt module needs python3-apt on the host (a CN has it; the minbase chroot does not).
 PYTHON_APT = ("python3-apt", "python-apt-common", "distro-info-data")
 HOSTS = ("cn1", "cn2", "cn3")

@@ -60,7 +60,7 @@ TEMPLATE = "/usr/share/dataone-cn-os-core/debian/cn-ssl.conf"
 
 IE11 = C.IE11_UA
 CURL_UA = C.CURL_UA
-HTTR_UA = "libcurl/7.81.0 r-curl/5.0.0 httr/1.4.7"
+EXEMPT_UA = "Julia/1.9.3 HTTP.jl/1.10.0"  # an operator-exempted client family (not an API client of the catalogue)
 
 #: The client-verification block of the stand-in's template (the fixture, production before the change).
 ORIGINAL_BLOCK = (b'\tSSLVerifyClient none\n\t<Location "/cn">\n'
@@ -68,7 +68,7 @@ ORIGINAL_BLOCK = (b'\tSSLVerifyClient none\n\t<Location "/cn">\n'
                   b'\t\t\tSSLVerifyClient optional\n\t\t</If>\n\t</Location>\n\tSSLVerifyDepth 10\n')
 #: What docs/design.md says replaces it, indented like the block.
 MANAGED_BLOCK = (b"\t# dataone-cn-sslverify: begin (managed; `dataone-cn-sslverify revert` restores the original)\n"
-                 b"\tInclude /etc/dataone/apache2/cn-sslverify.conf\n"
+                 b"\tInclude /etc/dataone/apache2/cn-sslverify.live.conf\n"
                  b"\t# dataone-cn-sslverify: end\n")
 
 
@@ -392,16 +392,16 @@ def test_standin_upgrade_to_a_template_with_the_policy_inline_is_superseded(ch: 
 
 
 def test_operator_edit_of_the_snippet_survives_upgrades(ch: C.Chroot, debs: Debs) -> None:
-    """The snippet is a dpkg conffile: `|httr` added by the operator stays, with --force-confold, both when
+    """The snippet is a dpkg conffile: `|julia` added by the operator stays, with --force-confold, both when
     upstream did not change it and when it did (the new one lands as .dpkg-dist).  The first upgrade after
     the edit finds the snippet changed since the last reload and reloads; the second finds it unchanged."""
     with_standin(ch, debs, debs.ours)
     apt_ok(ch, "install", OURS)
-    r = live(ch, HTTR_UA)
-    assert r.asked, f"R's httr is asked before the operator's edit: {r}"
+    r = live(ch, EXEMPT_UA)
+    assert r.asked, f"the Julia client is asked before the operator's edit: {r}"
 
-    edited = ch.read_bytes(SNIPPET).replace(b"|webkit)/i", b"|webkit|httr)/i")
-    assert b"httr)/i" in edited
+    edited = ch.read_bytes(SNIPPET).replace(b"|webkit)/i", b"|webkit|julia)/i")
+    assert b"julia)/i" in edited
     ch.write(SNIPPET, edited)  # and no reload: the upgrade's postinst notices the snippet changed
 
     for deb, version, reload in ((debs.ours_up, debs.version_up, True), (debs.ours_up_conf, debs.version_up_conf, False)):
@@ -411,9 +411,9 @@ def test_operator_edit_of_the_snippet_survives_upgrades(ch: C.Chroot, debs: Debs
         assert ch.dpkg_status(OURS).endswith(version), r
         assert ch.read_bytes(SNIPPET) == edited, f"the operator's snippet was replaced by {version}:\n{r}"
         assert (graceful_count(ch) > gens) == reload, f"reload expected: {reload}\n{r}"
-        assert_live_applied(ch, extra_browser_uas=(HTTR_UA,))
+        assert_live_applied(ch, extra_browser_uas=(EXEMPT_UA,))
     dist = ch.read_bytes(SNIPPET + ".dpkg-dist")
-    assert b"upstream changed this line" in dist and b"|webkit|httr)/i" not in dist
+    assert b"upstream changed this line" in dist and b"|webkit|julia)/i" not in dist
 
 
 def test_operator_apply_after_editing_the_snippet_makes_it_live(ch: C.Chroot, debs: Debs) -> None:
@@ -422,24 +422,24 @@ def test_operator_apply_after_editing_the_snippet_makes_it_live(ch: C.Chroot, de
     with_standin(ch, debs, debs.ours)
     apt_ok(ch, "install", OURS)
     assert b"dataone-cn-sslverify apply" in ch.read_bytes(SNIPPET)
-    ch.write(SNIPPET, ch.read_bytes(SNIPPET).replace(b"|webkit)/i", b"|webkit|httr)/i"))
+    ch.write(SNIPPET, ch.read_bytes(SNIPPET).replace(b"|webkit)/i", b"|webkit|julia)/i"))
     r = ch.run([OURS, "apply"])
     assert r.ok, r
-    after = live(ch, HTTR_UA)
+    after = live(ch, EXEMPT_UA)
     assert not after.asked, f"`{OURS} apply` after editing the snippet did not make the edit live:\n{r}\n{after}"
 
 
 def test_apply_failure_in_postinst_keeps_the_old_config_and_configure_a_recovers(ch: C.Chroot, debs: Debs) -> None:
     """Real cause: the operator removed the package (the conffile stays), then edited the kept snippet with a
-    glob where a regex belongs (`*httr*`), then installed again.  dpkg keeps the edited conffile; the new configuration fails
-    `apache2ctl configtest` while the running one is fine."""
+    glob where a regex belongs (`*julia*`), then installed again.  dpkg keeps the edited conffile; the contract (or
+    else `apache2ctl configtest`) refuses it while the running configuration is fine."""
     original = with_standin(ch, debs, debs.ours)
     apt_ok(ch, "install", OURS)
     apt_ok(ch, "remove", OURS)
     assert vhost(ch) == original
     assert ch.dpkg_status(OURS).startswith("deinstall ok config-files")
     good = ch.read_bytes(SNIPPET)
-    broken = good.replace(b"|webkit)/i", b"|webkit|*httr*)/i")  # a glob, not a regex: PCRE rejects it
+    broken = good.replace(b"|webkit)/i", b"|webkit|*julia*)/i")  # a glob, not a regex: PCRE rejects it
     ch.write(SNIPPET, broken)
     pid, gens = ch.apache_pid(), graceful_count(ch)
 
@@ -453,13 +453,13 @@ def test_apply_failure_in_postinst_keeps_the_old_config_and_configure_a_recovers
     assert_live_original(ch)
     assert not ch.dpkg_status(OURS).startswith("install ok installed"), ch.dpkg_status(OURS)
 
-    fixed = good.replace(b"|webkit)/i", b"|webkit|httr)/i")
+    fixed = good.replace(b"|webkit)/i", b"|webkit|julia)/i")
     ch.write(SNIPPET, fixed)
     r = ch.run(["dpkg", "--configure", "-a"])
     assert r.ok, r
     assert ch.dpkg_status(OURS).startswith("install ok installed")
     assert vhost(ch) == expected_applied(original)
-    assert_live_applied(ch, extra_browser_uas=(HTTR_UA,))
+    assert_live_applied(ch, extra_browser_uas=(EXEMPT_UA,))
 
 
 def test_remove_restores_the_vhost_bytes_and_apache_keeps_serving(ch: C.Chroot, debs: Debs) -> None:

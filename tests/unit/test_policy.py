@@ -151,8 +151,8 @@ def test_browser_list_with_extra_words_is_superseded():
 
 REFUSED = [
     ("SSLVerifyClient optional_no_ca\nSSLVerifyDepth 10\n", "SSLVerifyClient optional_no_ca"),
-    ('SSLVerifyClient none\n<Location "/cn">\nSSLRenegBufferSize 10000000\n<If "! (%{HTTP_USER_AGENT} =~ /webkit/i)">\n'
-     "SSLVerifyClient optional\n</If>\n</Location>\n", "holds more than"),
+    ('SSLVerifyClient none\n<Location "/cn">\nSSLVerifyClient require\n<If "! (%{HTTP_USER_AGENT} =~ /webkit/i)">\n'
+     "SSLVerifyClient optional\n</If>\n</Location>\n", "other than by one <If>"),
     ('SSLVerifyClient none\n<Location "/cn">\n<If "! (%{HTTP_USER_AGENT} =~ /(chrome|firefox)/i)">\n'
      "SSLVerifyClient optional\n</If>\n</Location>\n", "neither the WebKit-only"),
     ('SSLVerifyClient none\n<Location "/cn">\n<If "! (%{HTTP_USER_AGENT} =~ /(windows|chrome|mozilla|safari|webkit)/)">\n'
@@ -317,3 +317,158 @@ def test_stray_mandatory_directive_beside_the_block_is_a_warning_not_a_split():
     assert any("SSLVerifyDepth 3" in w and "left alone" in w for w in a.warnings), a.warnings
     patch = policy.plan_apply(text, a)
     assert "SSLVerifyDepth 3" not in patch.old
+
+
+# -- real shapes: other directives in the /cn Location, comments around the block ------
+
+LIVE = "/etc/dataone/apache2/cn-sslverify.live.conf"
+
+
+def shape(name: str) -> str:
+    with open(os.path.join(VHOSTS, f"cn-ssl.{name}.conf"), "rb") as f:
+        return ac.decode(f.read())
+
+
+def test_target_with_reneg_buffer_in_the_location_is_superseded_and_adopt_keeps_the_buffer():
+    text = shape("target-reneg")
+    a = assess_text(text)
+    assert (a.state, a.variant) == ("superseded", "browser-list"), a.reason
+    assert policy.plan_apply(text, a, LIVE) is None  # superseded: nothing, unless adopted
+    patch = policy.plan_apply(text, a, LIVE, adopt=True)
+    new = patch.apply_to(text)
+    assert new.count("SSLRenegBufferSize 10000000") == text.count("SSLRenegBufferSize 10000000") == 2
+    assert "# uploads through the CN must survive" in new
+    assert "SSLVerifyClient optional" not in patch.new and f"Include {LIVE}" in patch.new
+    assert patch.new == (f"\t{policy.BEGIN_MARK}\n\tInclude {LIVE}\n"
+                         '\t<Location "/cn">\n\t\t# uploads through the CN must survive the renegotiation below\n'
+                         f"\t\tSSLRenegBufferSize 10000000\n\t</Location>\n\t{policy.END_MARK}\n")
+    b = assess_text(new)
+    assert b.state == "applied" and b.warnings == [], b.warnings
+    assert policy.plan_apply(new, b, LIVE) is None
+    assert policy.plan_revert(new, b, patch.old).apply_to(new) == text
+
+
+def test_webkit_only_with_reneg_buffer_is_original_and_keeps_the_buffer():
+    text = shape("target-reneg").replace("(windows|chrome|mozilla|safari|webkit)", "webkit")
+    a = assess_text(text)
+    assert (a.state, a.variant) == ("original", "webkit-only"), a.reason
+    patch = policy.plan_apply(text, a, LIVE)
+    assert "SSLRenegBufferSize 10000000" in patch.new and "webkit" not in patch.new
+    new = patch.apply_to(text)
+    assert policy.plan_revert(new, assess_text(new), patch.old).apply_to(new) == text
+
+
+def test_comments_between_the_directives_are_kept_not_swallowed():
+    text = shape("commented-ifelse")
+    a = assess_text(text)
+    assert (a.state, a.variant) == ("original", "plain-optional"), a.reason
+    patch = policy.plan_apply(text, a, LIVE)
+    new = patch.apply_to(text)
+    for c in ("\t#<If ", "\t#\tSSLVerifyClient none\n", "\t#</If>\n", "\t#<Else>\n", "\t#</Else>\n"):
+        assert new.count(c) == text.count(c) == 1, c
+    assert new.index("#<Else>") < new.index(policy.BEGIN_MARK) < new.index("#</Else>") < new.index(policy.END_MARK)
+    assert "SSLVerifyClient optional" not in new
+    b = assess_text(new)
+    assert b.state == "applied"
+    assert policy.plan_revert(new, b, patch.old).apply_to(new) == text
+
+
+def test_an_edit_of_the_kept_lines_makes_revert_refuse():
+    text = shape("target-reneg")
+    patch = policy.plan_apply(text, assess_text(text), LIVE, adopt=True)
+    edited = patch.apply_to(text).replace(f"\t\tSSLRenegBufferSize 10000000\n\t</Location>\n\t{policy.END_MARK}",
+                                          f"\t\tSSLRenegBufferSize 20000000\n\t</Location>\n\t{policy.END_MARK}")
+    b = assess_text(edited)
+    assert b.state == "applied"
+    with pytest.raises(policy.PolicyError, match=r"cn-ssl\.conf:\d+-\d+: the managed block was edited by hand"):
+        policy.plan_revert(edited, b, patch.old)
+
+
+def test_a_directive_added_between_the_markers_is_refused():
+    text = fixture("webkit-only")
+    new = policy.plan_apply(text, assess_text(text), LIVE).apply_to(text)
+    bad = new.replace(f"\t{policy.END_MARK}", f"\tSSLVerifyClient require\n\t{policy.END_MARK}")
+    assert assess_text(bad).state == "unrecognised"
+
+
+def test_migration_from_the_conffile_include_changes_one_line_and_revert_still_gives_the_original():
+    text = fixture("webkit-only")
+    a = assess_text(text)
+    old_style = policy.plan_apply(text, a, policy.DEFAULT_SNIPPET)
+    applied = old_style.apply_to(text)
+    b = assess_text(applied)
+    assert b.block.snippet == policy.DEFAULT_SNIPPET
+    move = policy.plan_apply(applied, b, LIVE)
+    assert (move.old, move.new) == (f"\tInclude {policy.DEFAULT_SNIPPET}\n", f"\tInclude {LIVE}\n")
+    moved = move.apply_to(applied)
+    assert policy.unified_diff("f", applied, moved).count("\n-\t") == 1
+    c = assess_text(moved)
+    assert c.block.snippet == LIVE and policy.plan_apply(moved, c, LIVE) is None
+    assert policy.plan_revert(moved, c, old_style.old).apply_to(moved) == text
+
+
+def test_legacy_managed_block_of_a_block_with_comments_still_reverts():
+    """Older versions wrote only the Include (the comments went): revert still puts the original back."""
+    text = shape("commented-ifelse")
+    a = assess_text(text)
+    legacy = policy.render_managed(a.block.indent, "\n", "\n", policy.DEFAULT_SNIPPET)
+    applied = text[:a.block.start] + legacy + text[a.block.end:]
+    b = assess_text(applied)
+    assert policy.plan_revert(applied, b, text[a.block.start:a.block.end]).apply_to(applied) == text
+
+
+# -- property: every shape x spelling x line ending keeps apply -> revert byte-identical ----
+
+SHAPES = {
+    "plain-optional": ("SSLVerifyClient optional", "SSLVerifyDepth 10"),
+    "commented": ("#<If \"%{HTTP_USER_AGENT} =~ /AppleWebKit/\">", "#<Else>", "SSLVerifyClient optional", "#</Else>",
+                  "SSLVerifyDepth 10"),
+    "webkit-if-else": ('<If "%{HTTP_USER_AGENT} =~ /AppleWebKit/">', "SSLVerifyClient none", "</If>", "<Else>",
+                       "# API clients", "SSLVerifyClient optional", "</Else>", "SSLVerifyDepth 10"),
+    "webkit-only": ("SSLVerifyClient none", '<Location "/cn">', "SSLRenegBufferSize 10000000",
+                    '<If " ! ( %{HTTP_USER_AGENT} =~ /webkit/i )">', "SSLVerifyClient optional", "</If>", "</Location>",
+                    "SSLVerifyDepth 10"),
+    "browser-list": ("SSLVerifyClient none", "<Location /cn>", '<If "! (%{HTTP_USER_AGENT} =~ /(windows|chrome|mozilla|safari|webkit)/i)">',
+                     "SSLVerifyClient optional", "</If>", "Header set X-Api yes", "</Location>", "SSLVerifyDepth 10"),
+}
+
+
+@st.composite
+def shaped(draw):
+    name = draw(st.sampled_from(sorted(SHAPES)))
+    eol = draw(st.sampled_from(["\n", "\r\n"]))
+    indent = draw(st.sampled_from(["\t", "  ", " \t", ""]))
+    lines = []
+    for ln in SHAPES[name]:
+        if draw(st.booleans()):
+            ln = re.sub(r"^(</?)?(SSLVerifyClient|SSLVerifyDepth|Location|If|Else|SSLRenegBufferSize)",
+                        lambda m: (m.group(1) or "") + draw(st.sampled_from([m.group(2).upper(), m.group(2).lower()])),
+                        ln, count=1)
+        if draw(st.booleans()):
+            ln = ln.replace('<Location "/cn">', "<Location '/cn'>").replace("<Location /cn>", '<Location "/cn/">')
+        lines.append(indent + ln + draw(st.sampled_from(["", " ", "\t"])))
+    block = eol.join(lines) + eol
+    wrap = draw(st.booleans())
+    if wrap:
+        block = f"{indent}<IfModule mod_ssl.c>{eol}{block}{indent}</IfModule>{eol}"
+    text = f"<VirtualHost *:443>{eol}\tSSLEngine on{eol}\t# Safari{eol}{block}\tSSLCertificateFile /x{eol}</VirtualHost>"
+    if draw(st.booleans()):
+        text += eol
+    return name, text
+
+
+@settings(max_examples=200, deadline=None)
+@given(shaped())
+def test_every_shape_applies_and_reverts_byte_identical(case):
+    name, text = case
+    a = assess_text(text)
+    assert a.state in ("original", "superseded"), a.reason
+    patch = policy.plan_apply(text, a, LIVE, adopt=True)
+    new = patch.apply_to(text)
+    assert new[:a.block.start] == text[:a.block.start] and new[a.block.start + len(patch.new):] == text[a.block.end:]
+    for kept in ("#</Else>", "SSLRenegBufferSize", "Header set X-Api yes"):  # a comment inside <Else> goes with it
+        assert new.lower().count(kept.lower()) == text.lower().count(kept.lower()), kept
+    assert not re.search(r"sslverifyclient", new, re.I)
+    b = assess_text(new)
+    assert b.state == "applied" and policy.plan_apply(new, b, LIVE) is None, b.reason
+    assert policy.plan_revert(new, b, patch.old).apply_to(new) == text
