@@ -203,7 +203,7 @@ def test_a_hand_edited_live_copy_is_put_back_as_it_was_by_a_rollback(apache: Apa
     assert (r.code, r.doc["result"]) == (1, "rolled-back"), r
     assert apache.policy_path.read_bytes() == edited
     assert live_bytes(apache) == hand  # put back as it was, not as we last wrote it
-    assert [b for b in backup_files(apache) if "-live-" in b], backup_files(apache)
+    assert [b for b in backup_files(apache) if b.endswith("cn-sslverify.live.conf")], backup_files(apache)
 
 
 # ------------------------------------------------------------------ the TLS 1.2 opt-in on every shape
@@ -300,12 +300,15 @@ def test_a_journal_naming_another_file_as_the_live_copy_is_not_trusted(apache: A
     j = json.loads(journal_path(apache).read_text())
     victim = apache.root / "victim.conf"
     victim.write_bytes(live_bytes(apache))  # holds exactly the bytes the journal says we wrote
-    j["companion"]["path"] = str(victim)
+    rec = [f for f in j["files"] if f["path"] == str(live_path(apache))]
+    assert len(rec) == 1, j
+    rec[0]["path"] = str(victim)
     journal_path(apache).write_text(json.dumps(j))
-    s = tool(apache, "status")
+    planted = victim.read_bytes()
+    s = tool(apache, "apply")
     assert s.code == 3, s
-    assert "not touching it" in s.stderr + s.stdout, s
-    assert victim.exists() and apache.policy_path.read_bytes() == edited
+    assert "not acting on it" in s.stderr + s.stdout, s
+    assert victim.read_bytes() == planted and apache.policy_path.read_bytes() == edited
 
 
 def test_a_legacy_host_with_a_refused_policy_file_is_told_that_apache_still_reads_it(apache: ApacheInstance) -> None:

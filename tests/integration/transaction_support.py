@@ -45,6 +45,8 @@ END = b"# dataone-cn-sslverify: end"
 #: Every step an apply that changes a running server reports, in order (docs/design.md).
 APPLY_STEPS = ["lock", "configtest", "locate", "plan", "probe-before", "backup", "journal", "write", "configtest",
                "reload", "probe", "commit"]
+#: The first apply also writes the policy's live copy (a second write step, in the same journal).
+FIRST_APPLY_STEPS = APPLY_STEPS[:APPLY_STEPS.index("write") + 1] + ["write"] + APPLY_STEPS[APPLY_STEPS.index("write") + 1:]
 
 
 def live_path(inst: ApacheInstance) -> Path:
