@@ -116,14 +116,17 @@ def test_replication_opened_by_a_snippet_edit_is_critical(apache: ApacheInstance
     applied(apache)
     assert no_cert_status(apache, REPLICATION) != 200
     assert nagios(apache)[0] == 0 and (apache.state_dir / "monitor-config.json").exists()
-    text = apache.policy_path.read_text()
-    apache.policy_path.write_text(text + '\n<Location "%s">\n    SSLVerifyClient none\n</Location>\n' % REPLICATION)
+    # The policy file itself is never loaded (its live copy is, and apply refuses such an edit):
+    # the way left to open replication is a hand edit of the live copy.
+    live = apache.policy_path.parent / "cn-sslverify.live.conf"
+    text = live.read_text()
+    live.write_text(text + '\n<Location "%s">\n    SSLVerifyClient none\n</Location>\n' % REPLICATION)
     r = apache.graceful()  # someone else's reload (logrotate does one)
     assert r.ok, r.output
     assert no_cert_status(apache, REPLICATION) == 200, "the snippet really opened replication"
     code, out, _ = nagios(apache)  # the cached analysis is stale (the snippet changed): not used
     assert code == 2 and "%s (" % REPLICATION in out and "accepts a client without a certificate" in out, out
-    assert "%s:" % apache.policy_path in out and "`dataone-cn-sslverify apply`" in out
+    assert "%s:" % live in out and "`dataone-cn-sslverify apply`" in out
     code, out, perf = nagios(apache, "--live")
     assert code == 2 and "live: %s (200) answered a client without a certificate" % REPLICATION in out, out
     assert perf["replication_open"][0] == "1"
