@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -24,7 +25,7 @@ from harness.changes import patch_applied, set_tls12_only
 pytestmark = pytest.mark.integration
 
 MAIN = Path(__file__).resolve().parents[2]
-PYTHON = "/usr/bin/python3"
+PYTHON = sys.executable  # Debian's 3.11 under `make test`, 3.6 under `make test-py36`
 #: Where Debian's mods-available/http2.conf says `Protocols h2 h2c http/1.1`.
 HTTP2_PROTOCOLS_LINE = next(i for i, ln in enumerate(open("/etc/apache2/mods-available/http2.conf"), 1)
                             if ln.strip().startswith("Protocols"))

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -25,7 +26,7 @@ from harness.instance import USER_AGENTS, free_port
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-PYTHON = "/usr/bin/python3"
+PYTHON = sys.executable  # Debian's 3.11 under `make test`, 3.6 under `make test-py36`
 PATCH = "/usr/bin/patch"
 ORIGINALS = ("plain-optional", "webkit-if-else", "webkit-only")
 ALL_VARIANTS = ORIGINALS + ("browser-list",)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from harness import ApacheInstance
 from harness.instance import USER_AGENTS
 
-PYTHON = "/usr/bin/python3"
+PYTHON = sys.executable  # Debian's 3.11 under `make test`, 3.6 under `make test-py36`
 MAIN = Path(__file__).resolve().parents[2]
 IE11 = USER_AGENTS["ie11"]
 SAFARI = USER_AGENTS["safari"]

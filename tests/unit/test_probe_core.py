@@ -423,6 +423,7 @@ class TestProbeErrors:
         )
         assert r.error == "no-such-openssl-x: command not found"
 
+    @pytest.mark.skipif(not P._HAS_MSG_CALLBACK, reason="the python backend needs ssl's _msg_callback (3.8+)")
     def test_bad_client_cert(self, tmp_path):
         bogus = tmp_path / "c.pem"
         bogus.write_text("not a cert")
