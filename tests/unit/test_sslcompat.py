@@ -5,7 +5,6 @@ import socket
 import ssl
 import subprocess
 import threading
-from pathlib import Path
 from typing import Iterator, Optional, Tuple
 
 import pytest
