@@ -20,8 +20,16 @@ APT_TEST    := apache2 curl openssl ca-certificates python3 python3-pytest pytho
 APT_DEMO    := apache2 curl openssl python3
 PIP_TEST    := vermin==1.9.2
 PYTEST_ARGS ?=
+# The lowest supported interpreter (Ubuntu 18.04's is 3.6.9): pyenv's CPython 3.6, a venv with the
+# last pytest/hypothesis releases for 3.6 from PyPI. `make test-py36` runs the unit suite and the
+# real-Apache tests of status, diff, apply, revert and probe with it (the CLI runs under 3.6 too).
+PY36        ?= /root/.pyenv/versions/3.6.15/bin/python3.6
+VENV36      := .venv36
+PIP_PY36    := pytest==7.0.1 hypothesis==6.31.6
+PY36_TESTS  := tests/unit tests/integration/test_status_diff.py tests/integration/test_transaction.py \
+               tests/integration/test_probe.py
 
-.PHONY: all test unit integration browsers deps deps-demo vermin lint demo clean
+.PHONY: all test unit integration browsers deps deps-demo vermin lint demo clean test-py36 venv36
 
 all: test
 
@@ -34,9 +42,9 @@ deps:
 	@test -x $(VENV)/bin/vermin || { $(PYTHON) -m venv --system-site-packages $(VENV) && \
 	  $(VENV)/bin/pip install -q --disable-pip-version-check $(PIP_TEST); }
 
-# The code must run on Python 3.8 .. 3.13 (Ubuntu 20.04 CNs have 3.8).
+# The code must run on Python 3.6 .. 3.13 (Ubuntu 18.04 CNs have 3.6), with no backport package.
 vermin: deps
-	$(VENV)/bin/vermin --no-tips --violations --eval-annotations --backport dataclasses -t=3.8- dataone_cn_sslverify tests scripts/*.py dataone-cn-sslverify-from-clone
+	$(VENV)/bin/vermin --no-tips --violations --eval-annotations -t=3.6- dataone_cn_sslverify tests scripts/*.py dataone-cn-sslverify-from-clone
 
 # Unused imports and names, undefined names (pyflakes: no style opinions).
 lint: deps
@@ -44,6 +52,19 @@ lint: deps
 
 test: deps vermin lint
 	PATH=$(SYSPATH) $(PYTHON) -m pytest -ra $(PYTEST_ARGS) tests
+	@$(MAKE) --no-print-directory test-py36
+
+venv36:
+	@test -x $(PY36) || { echo "Python 3.6 not found at $(PY36): install it with pyenv" \
+	  "(pyenv install 3.6.15) or run make with PY36=/path/to/python3.6" >&2; exit 1; }
+	@$(PY36) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 6))' || \
+	  { echo "$(PY36) is not Python 3.6" >&2; exit 1; }
+	@test -x $(VENV36)/bin/pytest || { $(PY36) -m venv $(VENV36) && \
+	  $(VENV36)/bin/pip install -q --disable-pip-version-check pip==21.3.1 && \
+	  $(VENV36)/bin/pip install -q --disable-pip-version-check $(PIP_PY36); }
+
+test-py36: deps venv36
+	PATH=$(SYSPATH) $(VENV36)/bin/python -m pytest -ra -p no:cacheprovider $(PYTEST_ARGS) $(PY36_TESTS)
 
 unit: deps
 	$(PYTHON) -m pytest -q tests/unit
@@ -66,7 +87,7 @@ readme-samples: deps-demo
 	PATH=$(SYSPATH) $(PYTHON) tests/harness/readme_samples.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis .demo deb_dist dataone-cn-sslverify-*.tar.gz
+	rm -rf $(VENV) $(VENV36) build dist *.egg-info .pytest_cache .hypothesis .demo deb_dist dataone-cn-sslverify-*.tar.gz
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 # --- Debian package ---------------------------------------------------------
