@@ -5,7 +5,7 @@ import importlib
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dataone_cn_sslverify import records
@@ -84,6 +84,7 @@ def observe(dc: Any, x: int, y: int, label: str, items: List[str]) -> List[Any]:
     return seen
 
 
+@settings(deadline=None, max_examples=50)  # each example defines five classes twice
 @given(st.integers(), st.integers(), st.text(max_size=5), st.lists(st.text(max_size=3), max_size=3))
 def test_same_as_the_standard_library(x: int, y: int, label: str, items: List[str]) -> None:
     if STDLIB is None:
