@@ -20,6 +20,7 @@ Pure core:
     display      what a person reads: shell-quoted commands, escaped config text, bytes shown as UTF-8
     outcome      a transaction's steps and result (``Step``, ``Outcome``, ``Abort``)
     monitor      observations -> one OK/WARN/CRIT/UNKNOWN verdict; the Check_MK and Nagios formats
+    records      ``dataclass``, ``field``, ``replace``, ``asdict``: the dataclasses subset, for Python 3.6
 
 Edges:
     proc         every subprocess: one timeout, one decoding
@@ -34,6 +35,7 @@ Edges:
     monitor_config   what the loaded configuration says for ``monitor`` (hazards, replication Locations)
     monitor_cache    the monitor's cache files in the state dir: written safely, read back without trust
     monitor_live     ``monitor --live``: a few live behaviours, cached
+    sslcompat    TLS version pins and post-handshake auth on every Python from 3.6
 
 Commands:
     transaction  apply / revert / restore as explicit steps with one rollback path, crash recovery

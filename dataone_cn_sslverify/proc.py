@@ -57,8 +57,9 @@ def run(argv: Sequence[str], *, timeout: float, env: Optional[Dict[str, str]] = 
     out = subprocess.PIPE if capture else subprocess.DEVNULL
     err = (subprocess.STDOUT if merge_stderr else subprocess.PIPE) if capture else subprocess.DEVNULL
     try:
-        p = subprocess.run(args, env=env, input=input, stdin=None if input is not None else subprocess.DEVNULL,
-                           stdout=out, stderr=err, timeout=timeout, check=False)
+        # Python 3.6 refuses `input` together with any `stdin=`, even None: pass one of them.
+        stdin = {} if input is not None else {"stdin": subprocess.DEVNULL}
+        p = subprocess.run(args, env=env, input=input, stdout=out, stderr=err, timeout=timeout, check=False, **stdin)
     except subprocess.TimeoutExpired:
         return Ran(args, None, "", "", f"{' '.join(args)}: timed out after {timeout:g}s", timed_out=True)
     except OSError as exc:
