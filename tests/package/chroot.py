@@ -471,9 +471,10 @@ class Namespace:
         """Run ``argv`` in the chroot.  ``merge``: stderr into stdout, in the order written (for apt runs,
         where the interleaving of dpkg's and the maintainer scripts' lines is the evidence)."""
         t0 = time.monotonic()
-        p = subprocess.run(self.argv(argv, env), input=input, stdin=None if input is not None else subprocess.DEVNULL,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge else subprocess.PIPE,
-                           timeout=timeout, env=_host_env())
+        stdin = {} if input is not None else {"stdin": subprocess.DEVNULL}  # 3.6: never input= with stdin=
+        p = subprocess.run(self.argv(argv, env), input=input, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT if merge else subprocess.PIPE, timeout=timeout, env=_host_env(),
+                           **stdin)
         return Run(list(argv), p.returncode, p.stdout.decode("utf-8", "replace"),
                    (p.stderr or b"").decode("utf-8", "replace"), time.monotonic() - t0)
 
