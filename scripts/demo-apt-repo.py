@@ -48,7 +48,8 @@ def main(argv: list) -> int:
         print(f"demo-apt-repo: no released repository with suite {suite} in {apt_dir}: run `make release`",
               file=sys.stderr)
         return 2
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(apt_dir)))
+    # A dev tool run by Debian's python3 (make), never on a CN: ThreadingHTTPServer/directory= (3.7) are fine.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(apt_dir)))  # novermin
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
