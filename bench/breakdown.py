@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List
 T_START = time.monotonic()
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dataone_cn_sslverify import apachectl, cli, locate, policy, probe, store, transaction  # noqa: E402
+from dataone_cn_sslverify import apachectl, cli, livecheck, locate, policy, store, transaction  # noqa: E402
 
 T_IMPORTED = time.monotonic()
 ACC: Dict[str, float] = {}
@@ -61,16 +61,18 @@ def install() -> None:
     apachectl._envvar = timed(const("sh: source envvars for the pid file (apachectl._envvar)"), apachectl._envvar)
     apachectl._children = timed(const("graceful: scan /proc for children"), apachectl._children)
     apachectl.graceful = timed(const("graceful: wait for the new generation (sleep loop)"), apachectl.graceful)
-    probe.probe_all = timed(const("probe: live TLS clients"), probe.probe_all)
-    if hasattr(probe, "probe_matrix"):  # the client matrix, before and after the reload
-        inner = timed(const("probe: live TLS clients"), probe.probe_matrix)
+    # The live gate: the required paths from the loaded configuration, then the probes (the two pinned
+    # handshakes, the throwaway untrusted certificate made meanwhile, the concurrent probes).
+    livecheck.required_paths_of = timed(const("live check: required paths (parse the loaded config)"),
+                                        livecheck.required_paths_of)
+    inner = timed(const("live check: probe the live vhost"), livecheck.run)
 
-        def matrix(*a: Any, **kw: Any) -> Any:
-            rows = inner(*a, **kw)
-            ACC["_probe_calls"] = ACC.get("_probe_calls", 0) + 1
-            ACC["_probe_rows"] = ACC.get("_probe_rows", 0) + len(rows)
-            return rows
-        probe.probe_matrix = matrix
+    def run(*a: Any, **kw: Any) -> Any:
+        out = inner(*a, **kw)
+        ACC["_probe_calls"] = ACC.get("_probe_calls", 0) + 1
+        ACC["_probe_rows"] = ACC.get("_probe_rows", 0) + len(out.seen)
+        return out
+    livecheck.run = run
     locate.locate = timed(const("locate: read + parse + assess loaded files"), locate.locate)
     policy.plan_apply = timed(const("plan (policy)"), policy.plan_apply)
     policy.plan_revert = timed(const("plan (policy)"), policy.plan_revert)

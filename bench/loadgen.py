@@ -38,25 +38,16 @@ import select
 import signal
 import socket
 import ssl
+import sys
 import threading
 import time
 from typing import Any, List, Optional, Tuple
 
-BROWSER_UAS = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/16.1 Safari/605.1.15",
-    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-    "Version/17.1 Mobile/15E148 Safari/604.1",
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/70.0.3538.102 Safari/537.36 Edge/18.18363",
-)
-API_UAS = (
-    "curl/7.88.1",
-    "python-requests/2.28.1",
-    "d1_libclient_java/2.3.1 Apache-HttpClient/4.5.13 (Java/1.8.0_392)",
-    "libcurl/7.81.0 r-curl/5.0.0 httr/1.4.7",
-)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dataone_cn_sslverify.clients import API, BROWSER, CLIENTS  # noqa: E402  (the one client catalogue)
+
+BROWSER_UAS = tuple(c.user_agent for c in CLIENTS if c.kind == BROWSER)
+API_UAS = tuple(c.user_agent for c in CLIENTS if c.kind == API)
 TIMEOUT = 5.0
 
 

@@ -14,8 +14,9 @@ Pure core:
     loaded       the configuration as Apache loads it (Includes expanded, IfModule/IfDefine evaluated)
     clients      the client catalogue: the families and matrix rows the probe plays
     tlsobserve   the request sent and the TLS messages seen: was a certificate requested, and how
-    results      what one probe saw (``ProbeResult``)
-    gate         verdicts on a probed matrix; the probe's table, legend and JSON
+    results      what one probe saw (``ProbeResult``); the probe's table, legend and JSON
+    gate         the live gate: the policy's promise judged over probe results (docs/gate.md)
+    scope        what of the loaded configuration applies to the CN vhost, path and client
     errors       ``ExitCode`` and ``SslVerifyError``, the base every reported error derives from
     display      what a person reads: shell-quoted commands, escaped config text, bytes shown as UTF-8
     outcome      a transaction's steps and result (``Step``, ``Outcome``, ``Abort``)
@@ -36,12 +37,13 @@ Edges:
     monitor_cache    the monitor's cache files in the state dir: written safely, read back without trust
     monitor_live     ``monitor --live``: a few live behaviours, cached
     sslcompat    TLS version pins and post-handshake auth on every Python from 3.6
+    livecheck    the gate's probes against the live vhost, and its verdict
 
 Commands:
     transaction  apply / revert / restore as explicit steps with one rollback path, crash recovery
     planning     the plan steps of a transaction: locate, plan apply/revert, a snippet edit, a restore
-    livecheck    where the live check connects, and what it must see after apply and revert
-    hazards      ``check``: what in the loaded configuration breaks which clients
+    hazards      ``check``'s rules: what in the loaded configuration breaks which clients (pure)
+    checkrun     ``check``'s edge: locate, configtest, a few handshakes, the report
     cli          the ``dataone-cn-sslverify`` command
     maint        the entry points the Debian maintainer scripts call
 """

@@ -39,8 +39,6 @@ class _OnFirstUse:
         return getattr(importlib.import_module("." + self._name, __package__), attr)
 
 
-hazards: Any = _OnFirstUse("hazards")
-probe: Any = _OnFirstUse("probe")
 transaction: Any = _OnFirstUse("transaction")
 
 
@@ -241,91 +239,145 @@ def cmd_backups(args: argparse.Namespace, out: Output) -> int:
     return ExitCode.OK
 
 
-def _probe_target(args: argparse.Namespace) -> Tuple[str, int, str]:
+def _probe_target(args: argparse.Namespace) -> Tuple[str, int, str, Optional[policy.Assessment]]:
+    """(host, port, SNI, the CN vhost's assessment or None when it cannot be located with --connect)."""
+    a: Optional[policy.Assessment] = None
     if args.connect:
         host, _, port_s = args.connect.rpartition(":")
         if not host or not port_s.isdigit():
             raise Refused(f"--connect {args.connect}: expected HOST:PORT")
-        return host.strip("[]"), int(port_s), args.servername or host.strip("[]")
+        try:
+            a = locate.choose(locate.locate(args.vhost, paths.policy_path()))
+        except (locate.NotFound, policy.PolicyError, ac.ConfigSyntaxError):
+            a = None
+        return host.strip("[]"), int(port_s), args.servername or host.strip("[]"), a
     a = locate.choose(locate.locate(args.vhost, paths.policy_path()))
     host, port, sni = transaction.probe_target(a)
-    return host, port, args.servername or sni
+    return host, port, args.servername or sni, a
 
 
-def _probe_profiles(args: argparse.Namespace) -> "List[probe.Profile]":
-    """The rows to probe: --profile names, else the matrix filtered by --client/--kind/--tls."""
+def _probe_profiles(args: argparse.Namespace) -> Optional[List[clients.Profile]]:
+    """Matrix rows to show besides the gate's probes: --profile names, or --client/--kind/--tls; None if none asked."""
     if args.profile:
         try:
-            return [probe.get_profile(n) for n in args.profile]
+            return [clients.get_profile(n) for n in args.profile]
         except KeyError as exc:
             raise Refused(f"--profile {exc.args[0]}: no such profile") from None
-    clients = list(probe.CLIENTS)
+    if not (args.client or args.kind or args.tls):
+        return None
+    fams = list(clients.CLIENTS)
     if args.client:
-        clients = [probe.get_client(c) for c in args.client]
+        fams = [clients.get_client(c) for c in args.client]
     if args.kind:
-        clients = [c for c in clients if c.kind == args.kind]
+        fams = [c for c in fams if c.kind == args.kind]
     certs = (False, True) if args.cert else (False,)
-    return probe.matrix_profiles(clients, tuple(args.tls or probe.TLS_VERSIONS), certs,
-                                 instruments=not args.no_instruments)
+    return clients.matrix_profiles(fams, tuple(args.tls or clients.TLS_VERSIONS), certs,
+                                   instruments=not args.no_instruments)
+
+
+def _mode_of(a: Optional[policy.Assessment]) -> str:
+    """What the live vhost promises: the policy unless it carries an original block."""
+    from . import gate
+    return gate.ORIGINAL if a is not None and a.state == "original" else gate.POLICY
 
 
 def cmd_probe(args: argparse.Namespace, out: Output) -> int:
-    """The client matrix against the live vhost (table on stdout, or --json).
+    """The live gate's probes and verdict against the vhost (table on stdout, or --json).
 
-    Exit: 0 probed; 6 (UNREACHABLE) some row could not reach the server --
-    not 1, which promises a restored configuration; 5 (``--compare``) an
-    API client that worked in the saved run fails now, or a browser is asked.
+    The verdict is the one `apply` uses (`livecheck`): the policy's promise,
+    or an original block's when the vhost carries one. Exit: 0 probed;
+    6 (`ExitCode.UNREACHABLE`) the server could not be reached; 5
+    (`ExitCode.HAZARD`, with ``--compare``) the verdict fails. ``--compare``
+    also lists the rows whose outcome changed since the saved run.
     """
-    host, port, sni = _probe_target(args)
-    profiles = _probe_profiles(args)
-    before = None
+    from . import gate, livecheck, probe, results
+
+    host, port, sni, a = _probe_target(args)
+    before: Optional[Dict[str, Any]] = None
     if args.compare:
         try:
             with open(args.compare, encoding="utf-8") as f:
-                before = probe.results_from_json(json.load(f))
+                before = json.load(f)
+            results.results_from_json(before)
         except (OSError, ValueError) as exc:
             raise Refused(f"--compare {args.compare}: {exc}") from None
-    results = probe.probe_matrix(host, port, sni, args.path, profiles, ca_file=args.cacert,
-                                 client_cert=args.cert, client_key=args.key, timeout=args.timeout,
-                                 backend=args.backend)
-    v = probe.gate_apply(before, results) if before is not None else probe.verdict(results)
-    if out.as_json:
-        out.document(probe.results_to_json(results, v, target={"host": host, "port": port, "servername": sni,
-                                                                "path": args.path}))
+    notes: List[str] = []
+    required: List[str] = []
+    if a is not None:
+        required, notes = livecheck.required_paths_of(a.filename, a.line)
     else:
-        sys.stdout.write(probe.format_table(results))
-        if args.verbose or not args.profile:
-            sys.stdout.write(probe.format_legend(results))
-    if not args.cert and not args.profile:
-        out.line("probe: no --cert given: rows with a client certificate were not probed")
-    skipped = sorted({r.profile.tls for r in results if r.skipped and r.profile.tls})
-    if skipped:
-        out.line(f"probe: the server does not offer TLS {', '.join(skipped)} for {sni}: those rows were skipped")
-    out.line(f"probe: https://{sni}:{port}{args.path} via {host}: {v.summary}")
-    for w in v.warnings if args.verbose else ():
-        out.line(f"  warning: {w}")
+        notes.append("the CN vhost could not be located: paths that require a certificate were not probed")
+    if args.cert:
+        trusted: Optional[Tuple[str, Optional[str]]] = (args.cert, args.key)
+    else:
+        trusted, cert_notes = livecheck.trusted_client_cert()
+        notes += cert_notes
+    live = livecheck.run(_mode_of(a), host, port, sni, required=required, trusted=trusted, notes=notes,
+                         timeout=args.timeout, backend=args.backend)
+    v = live.verdict
+    rows = [s.result for s in live.seen]
+    names = [s.check.name for s in live.seen]
+    extra_rows: List[Any] = []
+    profiles = _probe_profiles(args)
+    if profiles is not None and v.reachable:
+        extra_rows = probe.probe_matrix(host, port, sni, args.path, profiles, ca_file=args.cacert,
+                                        client_cert=args.cert, client_key=args.key, timeout=args.timeout,
+                                        backend=args.backend)
+    changes: List[str] = []
+    if before is not None:
+        old = {str(r.get("name")): r.get("outcome") for r in before.get("profiles") or [] if isinstance(r, dict)}
+        for s in live.seen:
+            was = old.get(s.check.name) if s.check.name in old else old.get(s.result.name)
+            if was is not None and was != s.result.outcome:
+                changes.append(f"{s.check.name}: {was} -> {s.result.outcome}")
+    if out.as_json:
+        doc = {"profiles": [s.to_json() for s in live.seen], "verdict": live.to_json(),
+               "target": {"host": host, "port": port, "servername": sni, "path": gate.CN_PATH}}
+        if extra_rows:
+            doc["matrix"] = [r.to_json() for r in extra_rows]
+        if before is not None:
+            doc["changes"] = changes
+        out.document(doc)
+    else:
+        sys.stdout.write(results.format_table(rows, names))
+        if extra_rows:
+            sys.stdout.write("\n" + results.format_table(extra_rows))
+        if args.verbose:
+            sys.stdout.write(results.format_legend(rows + list(extra_rows)))
+    out.line(f"probe: https://{sni}:{port}{gate.CN_PATH} via {host} ({v.mode}): {'ok' if v.ok else 'FAILS'}: {v.summary}")
+    for p in v.problems:
+        out.line(f"  problem: {p}")
+    for e in v.effects:
+        out.line(f"  known effect: {e.line()}")
+    for m in v.mitigations:
+        out.line(f"  mitigation: {m}")
+    for w in v.warnings:
+        out.line(f"  note: {w}")
+    for c in changes:
+        out.line(f"  changed since {args.compare}: {c}")
+    if not v.reachable:
+        return ExitCode.UNREACHABLE
     if before is not None and not v.ok:
-        for p in v.problems:
-            out.line(f"  problem: {p}")
         return ExitCode.HAZARD
-    probed = [r for r in results if r.skipped is None]
-    return ExitCode.OK if all(r.tls is not None or r.status is not None for r in probed) else ExitCode.UNREACHABLE
+    return ExitCode.OK
 
 
 def cmd_check(args: argparse.Namespace, out: Output) -> int:
-    """Configuration hazards for the CN vhost. Exit 0 clean, 5 (HAZARD) when a hazard is found."""
+    """Configuration hazards for the CN vhost. Exit 0 clean, 5 (`ExitCode.HAZARD`) when a hazard is found."""
+    from . import checkrun
+
     connect = None
     if args.connect:
         host, _, port_s = args.connect.rpartition(":")
         if not host or not port_s.isdigit():
             raise Refused(f"--connect {args.connect}: expected HOST:PORT")
         connect = (host.strip("[]"), int(port_s))
-    report = hazards.run_check(args.vhost, paths.policy_path(), connect=connect, servername=args.servername,
-                               live=not args.no_live, timeout=args.timeout)
+    report = checkrun.run_check(args.vhost, paths.policy_path(), connect=connect, servername=args.servername,
+                                live=not args.no_live, timeout=args.timeout)
     if out.as_json:
         out.document(report.to_json())
     else:
-        sys.stdout.write(display.escape(hazards.format_report(report), keep_newlines=True))
+        sys.stdout.write(display.escape(checkrun.format_report(report), keep_newlines=True))
     return report.exit_code
 
 

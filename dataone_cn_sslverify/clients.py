@@ -7,7 +7,6 @@ that description, and nothing else (pure data and lookups, no I/O):
 * `Profile`: one row to play -- User-Agent, whether it has a certificate to
   present, the pinned TLS version, whether it offers TLS 1.3 post-handshake
   auth (PHA), whether it accepts a server-initiated TLS 1.2 renegotiation.
-* `DEFAULT_PROFILES`: a quick set (unpinned TLS), resolvable by name.
 * `Client` and `CLIENTS`: the client matrix. Each real client
   family (browsers, curl, python-requests, R httr, Java HttpClient, Go, the
   DataONE Java and Python clients) is described by what its TLS stack does
@@ -19,6 +18,10 @@ that description, and nothing else (pure data and lookups, no I/O):
   (tests/integration/test_matrix.py runs real curl, requests, Java 17
   HttpClient and Go 1.19 clients against the harness) or taken from
   documentation.
+* `BROWSER_USER_AGENTS`: more real browser User-Agent strings, by family,
+  for the static ``check`` of the browser pattern.
+
+This is the one catalogue: the live gate, ``check`` and the tests use it.
 """
 
 from __future__ import annotations
@@ -33,11 +36,11 @@ __all__ = [
     "KINDS",
     "TLS_VERSIONS",
     "Profile",
-    "DEFAULT_PROFILES",
     "get_profile",
     "Client",
     "CLIENTS",
     "get_client",
+    "BROWSER_USER_AGENTS",
     "row_name",
     "matrix_profiles",
 ]
@@ -95,89 +98,6 @@ class Profile:
     def family(self) -> str:
         """The client family: `client`, or the profile name for a lone profile."""
         return self.client or self.name
-
-
-# The quick set (DEFAULT_PROFILES, unpinned TLS). Its browser profiles are instruments, not
-# imitations of a TLS stack: they send
-# the browser's User-Agent, accept a TLS 1.2 renegotiation and offer TLS 1.3
-# post-handshake auth, so that *any* certificate request the server makes is
-# visible. (A real browser refuses the renegotiation -- AH02261 -- or, without
-# PHA, gets 403 -- AH10158 -- and the request stays invisible to the client.
-# Measured: under webkit-only and TLS 1.3, a no-PHA client with an IE11 or
-# Firefox User-Agent sees no CertificateRequest at all, just 403.)
-_BROWSER_NOTE = (
-    "User-Agent only; the probe accepts renegotiation and offers post-handshake "
-    "auth so that a certificate request is visible"
-)
-
-DEFAULT_PROFILES: Tuple[Profile, ...] = (
-    Profile(
-        name="browser-ie11-win7",
-        kind=BROWSER,
-        user_agent="Mozilla/5.0 (Windows NT 6.1; WOW64; Trident/7.0; rv:11.0) like Gecko",
-        tls="1.2",
-        pha=True,
-        note="IE11 on Windows 7 speaks at most TLS 1.2 and refuses a renegotiation "
-        "(AH02261, XMLHttpRequest Network Error 0x4c7); " + _BROWSER_NOTE,
-    ),
-    Profile(
-        name="browser-chrome-win10",
-        kind=BROWSER,
-        user_agent="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
-        "(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
-        pha=True,
-        note="Chrome does not implement post-handshake auth: a request would be a 403; " + _BROWSER_NOTE,
-    ),
-    Profile(
-        name="browser-firefox-linux",
-        kind=BROWSER,
-        user_agent="Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
-        pha=True,
-        note="Firefox offers post-handshake auth only if enabled in about:config; " + _BROWSER_NOTE,
-    ),
-    Profile(
-        name="browser-safari-macos",
-        kind=BROWSER,
-        user_agent="Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 "
-        "(KHTML, like Gecko) Version/17.1 Safari/605.1.15",
-        pha=True,
-        note=_BROWSER_NOTE,
-    ),
-    Profile(
-        name="browser-safari-ios",
-        kind=BROWSER,
-        user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
-        "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
-        pha=True,
-        note=_BROWSER_NOTE,
-    ),
-    Profile(
-        name="api-curl",
-        kind=API,
-        user_agent="curl/7.88.1",
-        cert=True,
-        pha=True,
-        note="curl/libcurl with OpenSSL (also R's httr and curl packages): accepts "
-        "renegotiation, offers post-handshake auth",
-    ),
-    Profile(
-        name="api-python-requests",
-        kind=API,
-        user_agent="python-requests/2.28.1",
-        cert=True,
-        pha=True,
-        note="urllib3 enables post-handshake auth on its SSL contexts",
-    ),
-    Profile(
-        name="api-java-nopha",
-        kind=API,
-        user_agent="Java/17.0.9",
-        cert=True,
-        pha=False,
-        note="behavioural profile: a client without PHA, like Java JSSE or Go "
-        "(under TLS 1.3 Apache answers 403 on /cn, AH10158)",
-    ),
-)
 
 
 # --------------------------------------------------------------------------
@@ -285,6 +205,44 @@ CLIENTS: Tuple[Client, ...] = (
 )
 
 
+#: Real browser User-Agent strings, by family (more than the probed `CLIENTS` rows):
+#: ``check`` reports every family the configured pattern does not exempt on /cn.
+BROWSER_USER_AGENTS: Tuple[Tuple[str, str], ...] = (
+    ("Internet Explorer 10 (Windows 7)", "Mozilla/5.0 (compatible; MSIE 10.0; Windows NT 6.1; WOW64; Trident/6.0)"),
+    ("Internet Explorer 11 (Windows 7)", "Mozilla/5.0 (Windows NT 6.1; WOW64; Trident/7.0; rv:11.0) like Gecko"),
+    ("Internet Explorer 11 (Windows 10)", "Mozilla/5.0 (Windows NT 10.0; WOW64; Trident/7.0; rv:11.0) like Gecko"),
+    ("Edge Legacy (EdgeHTML)", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                               "Chrome/70.0.3538.102 Safari/537.36 Edge/18.18363"),
+    ("Edge (Chromium)", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                        "Chrome/120.0.0.0 Safari/537.36 Edg/120.0.2210.91"),
+    ("Chrome (Windows)", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                         "Chrome/120.0.0.0 Safari/537.36"),
+    ("Chrome (macOS)", "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
+                       "Chrome/120.0.0.0 Safari/537.36"),
+    ("Chrome (Linux)", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                       "Chrome/120.0.0.0 Safari/537.36"),
+    ("Chrome (Android)", "Mozilla/5.0 (Linux; Android 10; K) AppleWebKit/537.36 (KHTML, like Gecko) "
+                         "Chrome/120.0.0.0 Mobile Safari/537.36"),
+    ("Chrome (iOS)", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+                     "CriOS/120.0.6099.119 Mobile/15E148 Safari/604.1"),
+    ("Firefox (Windows)", "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0"),
+    ("Firefox (macOS)", "Mozilla/5.0 (Macintosh; Intel Mac OS X 10.15; rv:121.0) Gecko/20100101 Firefox/121.0"),
+    ("Firefox (Linux)", "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"),
+    ("Firefox (Android)", "Mozilla/5.0 (Android 14; Mobile; rv:121.0) Gecko/121.0 Firefox/121.0"),
+    ("Safari (macOS)", "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+                       "Version/17.1 Safari/605.1.15"),
+    ("Safari (iOS)", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+                     "Version/17.1 Mobile/15E148 Safari/604.1"),
+    ("Safari (iPadOS)", "Mozilla/5.0 (iPad; CPU OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+                        "Version/17.1 Mobile/15E148 Safari/604.1"),
+    ("Samsung Internet", "Mozilla/5.0 (Linux; Android 13; SAMSUNG SM-S918B) AppleWebKit/537.36 (KHTML, like Gecko) "
+                         "SamsungBrowser/23.0 Chrome/115.0.0.0 Mobile Safari/537.36"),
+    ("Opera (Chromium)", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                         "Chrome/120.0.0.0 Safari/537.36 OPR/106.0.0.0"),
+    ("Opera Presto (legacy)", "Opera/9.80 (Windows NT 6.1; WOW64) Presto/2.12.388 Version/12.18"),
+)
+
+
 def get_client(client_id: str, clients: Iterable[Client] = CLIENTS) -> Client:
     """The client family called ``client_id`` (KeyError if none)."""
     for c in clients:
@@ -335,14 +293,8 @@ def matrix_profiles(
 
 
 def get_profile(name: str, profiles: Optional[Iterable[Profile]] = None) -> Profile:
-    """The profile called ``name`` (KeyError if none).
-
-    Without ``profiles``: `DEFAULT_PROFILES` first, then every
-    row of the full matrix (`matrix_profiles`).
-    """
-    pool: Iterable[Profile] = profiles if profiles is not None else (
-        list(DEFAULT_PROFILES) + matrix_profiles())
-    for p in pool:
+    """The row called ``name`` (``<client>/<tls>/<cert|nocert>[/pha]``) of ``profiles`` or the full matrix (KeyError if none)."""
+    for p in (profiles if profiles is not None else matrix_profiles()):
         if p.name == name:
             return p
     raise KeyError(name)

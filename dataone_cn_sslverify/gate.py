@@ -1,364 +1,449 @@
-"""The apply gate and the presentation of probe results (pure).
+"""The live gate: does the server keep the policy's promise? (pure: observations in, verdict out)
 
-A change is only right if, on the live server, browsers are never asked
-for a client certificate on ``/cn`` while API clients still are (see
-``cn-facts.md``). `gate_apply` turns a before/after pair of probed client
-matrices into that verdict: no browser asked, and no API client that
-worked before fails after. `verdict` is the older single-run gate. The
-rest presents results: the fixed-width table and legend of the human
-output, and the ``probe --json`` document (`results_to_json`, read back by
-`results_from_json` for ``probe --compare`` and a saved before-matrix).
+The policy promises, on the live server (docs/gate.md):
+
+* no browser is asked for a client certificate on ``/cn``;
+* every API client whose TLS stack can answer a per-directory request
+  (post-handshake auth under TLS 1.3, renegotiation under TLS 1.2) is asked
+  on ``/cn`` and, presenting a trusted certificate, is verified
+  (``SSL_CLIENT_VERIFY=SUCCESS``);
+* a certificate from an untrusted CA is refused;
+* every ``<Location>`` of the vhost that requires a certificate
+  (replication) still refuses a client without one and a client with an
+  untrusted one, over every TLS version the server offers.
+
+API clients that cannot answer a per-directory request at all (no PHA
+under TLS 1.3: Java 11+, Go, a bare Python ``ssl`` context; Go refusing
+renegotiation under TLS 1.2) cannot use ``/cn`` under such a policy: that
+is a known effect, reported with its mitigation, not a failure. Nothing is
+compared with the state before the change: a gate that compares would
+accept a wrong policy that was already live and refuse a right one.
+
+`plan` says which probes to make (each distinct wire behaviour once);
+`judge` turns what they saw into a `Verdict`. `livecheck` is the edge that
+makes the probes.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .clients import API, BROWSER, CLIENTS, Client
+from .clients import API, BROWSER, CLIENTS, TLS_VERSIONS, Client, Profile
 from .results import ProbeResult
-from .tlsobserve import HOW_RENEGOTIATION_REFUSED
 
 __all__ = [
+    "POLICY",
+    "ORIGINAL",
+    "CN_PATH",
+    "tls12_opt_in",
+    "Check",
+    "Seen",
+    "Effect",
     "Verdict",
-    "verdict",
-    "gate_apply",
-    "results_to_json",
-    "results_from_json",
-    "format_table",
-    "format_legend",
+    "plan",
+    "judge",
+    "known_effects",
 ]
+
+#: What the gate holds the server to: the policy (after apply) or an original block (after revert).
+POLICY = "policy"
+ORIGINAL = "original"
+MODES = (POLICY, ORIGINAL)
+
+CN_PATH = "/cn/"
+
+def tls12_opt_in(conffile: str = "/etc/dataone/apache2/cn-sslverify.conf") -> str:
+    """The mitigation for API clients without post-handshake auth: the policy's TLS 1.2 opt-in (one wording)."""
+    from .snippet import TLS12_OPT_IN
+    return "the TLS 1.2 opt-in: " + TLS12_OPT_IN.format(conffile=conffile)
+
+
+GO_RENEGOTIATION = ("Go clients can allow it: tls.Config{Renegotiation: tls.RenegotiateOnceAsClient}")
+
+# Roles of a probe in the plan.
+R_BROWSER = "browser"          # a browser's User-Agent on /cn: must not be asked
+R_API = "api"                  # an API User-Agent, a stack that can answer: asked (and verified)
+R_API_NOCERT = "api-nocert"    # the same without a certificate: asked, still answered (optional)
+R_UNTRUSTED = "untrusted"      # an API client with a certificate from an unknown CA: refused
+R_EFFECT = "effect"            # the real stack of a client that cannot answer: shows the known effect
+R_REQUIRED = "required"        # a path that requires a certificate, without one or with an untrusted one: refused
+R_REQUIRED_OK = "required-ok"  # the same path with a trusted certificate (not promised: a warning when it fails)
+ROLES = (R_BROWSER, R_API, R_API_NOCERT, R_UNTRUSTED, R_EFFECT, R_REQUIRED, R_REQUIRED_OK)
+
+TRUSTED, UNTRUSTED, NOCERT = "trusted", "untrusted", "none"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One probe of the plan: as whom, on which path, with which certificate, and why."""
+
+    role: str
+    profile: Profile
+    path: str
+    cert: str  # trusted | untrusted | none
+
+    @property
+    def name(self) -> str:
+        return f"{self.profile.name}@{self.path}" if self.path != CN_PATH else self.profile.name
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A check and what its probe saw."""
+
+    check: Check
+    result: ProbeResult
+
+    def to_json(self) -> Dict[str, Any]:
+        """The result's document; ``name`` is the check's (unique, ``@path`` off /cn), ``profile`` the row's."""
+        doc = self.result.to_json()
+        doc.update({"name": self.check.name, "profile": self.result.name, "role": self.check.role,
+                    "path": self.check.path, "cert_source": self.check.cert})
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Dict[str, Any]) -> "Seen":
+        r = ProbeResult.from_json(dict(doc, name=doc.get("profile") or doc["name"]))
+        return cls(Check(str(doc.get("role") or R_API), r.profile, str(doc.get("path") or CN_PATH),
+                         str(doc.get("cert_source") or (TRUSTED if r.profile.cert else NOCERT))), r)
+
+
+@dataclass(frozen=True)
+class Effect:
+    """A client family that cannot use /cn under this policy, why, and what helps."""
+
+    client: str
+    label: str
+    tls: str
+    why: str
+    mitigation: str
+    confirmed: Optional[bool] = None  # the probe of its real stack showed it (None: not probed)
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"client": self.client, "label": self.label, "tls": self.tls, "why": self.why,
+                "mitigation": self.mitigation, "confirmed": self.confirmed}
+
+    def line(self) -> str:
+        return f"{self.label} cannot use /cn under TLS {self.tls}: {self.why}"
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """Whether the live server behaves as the change intends.
+    """Whether the live server keeps the promise of ``mode``.
 
-    ``ok`` only if every browser profile completed a handshake and was never
-    asked for a certificate (nor refused with 403 under TLS 1.3 without PHA,
-    which is how an unseen request shows), and every API profile that offers
-    PHA was asked.
-    ``problems`` say why not; ``warnings`` do not block (for example 403 for
-    API clients without PHA under TLS 1.3, which the policy cannot fix).
+    ``problems`` fail the gate; ``effects`` (known effects of the policy)
+    and ``warnings`` do not.
     """
 
     ok: bool
+    mode: str
     summary: str
     problems: Tuple[str, ...] = ()
     warnings: Tuple[str, ...] = ()
+    effects: Tuple[Effect, ...] = ()
+    reachable: bool = True
+
+    @property
+    def mitigations(self) -> Tuple[str, ...]:
+        """The distinct mitigations of the effects, in order."""
+        out: List[str] = []
+        for e in self.effects:
+            for m in e.mitigation.split("; "):
+                if m not in out:
+                    out.append(m)
+        return tuple(out)
 
     def to_json(self) -> Dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "summary": self.summary,
-            "problems": list(self.problems),
-            "warnings": list(self.warnings),
-        }
+        return {"ok": self.ok, "mode": self.mode, "summary": self.summary, "reachable": self.reachable,
+                "problems": list(self.problems), "warnings": list(self.warnings),
+                "effects": [e.to_json() for e in self.effects]}
+
+    @classmethod
+    def from_json(cls, doc: Dict[str, Any]) -> "Verdict":
+        return cls(bool(doc.get("ok")), str(doc.get("mode") or POLICY), str(doc.get("summary") or ""),
+                   tuple(doc.get("problems") or ()), tuple(doc.get("warnings") or ()),
+                   tuple(Effect(**e) for e in doc.get("effects") or ()), bool(doc.get("reachable", True)))
 
 
-def verdict(results: Sequence[ProbeResult]) -> Verdict:
-    """The apply gate of a single probe run: browsers not asked, API clients (with PHA) asked.
+# --------------------------------------------------------------------------
+# The plan: each distinct wire behaviour once
 
-    Skipped rows (a TLS version the server does not offer) are ignored.
-    `gate_apply` is the matrix-driven gate that also compares with the
-    state before the change.
+
+_ORDER = {"1.2": 0, "1.3": 1}
+
+
+def _profile(c: Client, tls: str, cert: bool, *, pha: bool, renegotiation: bool, tag: str) -> Profile:
+    instrument = (pha, renegotiation) != (c.pha, c.renegotiation)
+    suffix = ("/pha" if tls == "1.3" else "/reneg") if instrument else ""
+    return Profile(name=f"{c.id}/{tls}/{tag}{suffix}", kind=c.kind, user_agent=c.user_agent, cert=cert, tls=tls, pha=pha,
+                   renegotiation=renegotiation, client=c.id, headers=c.headers, instrument=instrument,
+                   note=c.label + ("; probe instrument: answers a per-directory request so that it is visible"
+                                   if instrument else ""))
+
+
+def plan(
+    offered: Iterable[str],
+    required_paths: Sequence[str] = (),
+    *,
+    trusted_cert: bool = False,
+    clients: Sequence[Client] = CLIENTS,
+    path: str = CN_PATH,
+) -> List[Check]:
+    """The probes that decide the promise, for the TLS versions the server ``offered``.
+
+    The server decides whether to ask by User-Agent (and headers) and path;
+    the client's stack decides only whether it can answer, and the TLS
+    version only how it is asked. So each distinct wire behaviour once:
+
+    * each browser User-Agent at the highest version it speaks, with a
+      stack that answers renegotiation and PHA so that any request is
+      visible; one browser User-Agent at every version;
+    * each API User-Agent at the highest version it speaks, with a stack
+      that can answer, presenting the trusted certificate when there is
+      one; the reference API User-Agent (curl) at every version, and with a
+      certificate from an unknown CA at every version, and once without a
+      certificate;
+    * the real stack of each kind of client that cannot answer, once per
+      version (no PHA under TLS 1.3, no renegotiation under TLS 1.2);
+    * each path that requires a certificate: the reference API User-Agent
+      without one and with an untrusted one at every version, a browser
+      User-Agent without one and the trusted certificate at the highest.
     """
-    problems: List[str] = []
-    warnings: List[str] = []
-    results = [r for r in results if r.skipped is None]
-    browsers = [r for r in results if r.kind == BROWSER]
-    apis = [r for r in results if r.kind == API and r.profile.pha]
+    versions = sorted({v for v in offered if v in TLS_VERSIONS}, key=lambda v: _ORDER[v])
+    if not versions:
+        return []
+    top = versions[-1]
+    browsers = [c for c in clients if c.kind == BROWSER]
+    apis = [c for c in clients if c.kind == API]
+    cert = TRUSTED if trusted_cert else NOCERT
+    ctag = "cert" if trusted_cert else "nocert"
 
-    asked = [r for r in browsers if r.cert_requested]
-    unknown = [r for r in browsers if not r.cert_requested and r.tls is None]
-    # Without PHA, a TLS 1.3 client never sees the request: Apache answers 403
-    # instead (AH10158). For a browser that is the failure this gate exists for.
-    refused = [
-        r for r in browsers if not r.cert_requested and r.tls == "1.3" and not r.profile.pha and r.status == 403
-    ]
-    for r in asked:
-        problems.append(f"{r.name} was asked for a client certificate ({r.how}, TLS {r.tls})")
-    for r in refused:
-        problems.append(
-            f"{r.name}: 403 under TLS 1.3 without post-handshake auth: the server presumably wanted "
-            "a client certificate (Apache AH10158); probe with a profile that offers PHA to see it"
-        )
-    for r in unknown:
-        problems.append(f"{r.name}: inconclusive, no TLS handshake: {r.error}")
-    if not browsers:
-        problems.append("no browser profile was probed")
-        browser_part = "no browser probed"
-    elif asked or refused:
-        browser_part = "browser asked (" + ", ".join(
-            [f"{r.name}: {r.how}" for r in asked] + [f"{r.name}: 403 without PHA" for r in refused]
-        ) + ")"
-    elif unknown:
-        browser_part = "browser inconclusive (" + ", ".join(r.name for r in unknown) + ")"
-    else:
-        browser_part = "browser not asked"
+    def highest(c: Client) -> Optional[str]:
+        fit = [v for v in versions if _ORDER[v] <= _ORDER[c.max_tls]]
+        return fit[-1] if fit else None
 
-    not_asked = [r for r in apis if not r.cert_requested]
-    for r in not_asked:
-        why = f": {r.error}" if r.error else ""
-        problems.append(f"{r.name} was not asked for a client certificate{why}")
-    if not apis:
-        problems.append("no API profile offering post-handshake auth was probed")
-        api_part = "no API client probed"
-    elif not_asked:
-        api_part = "API client not asked (" + ", ".join(r.name for r in not_asked) + ")"
-    else:
-        api_part = "API client asked"
+    def speaks(c: Client, tls: str) -> bool:
+        return _ORDER[tls] <= _ORDER[c.max_tls]
 
-    reported = {r.name for r in asked + refused + unknown + not_asked}
-    for r in results:
-        if r.name in reported:
+    ref_browser = next((c for c in browsers if speaks(c, top)), browsers[0] if browsers else None)
+    ref_api = next((c for c in apis if speaks(c, top) and c.pha and c.renegotiation), apis[0] if apis else None)
+    checks: List[Check] = []
+    for tls in versions:
+        for c in browsers:
+            if highest(c) == tls or (c is ref_browser and speaks(c, tls)):
+                checks.append(Check(R_BROWSER, _profile(c, tls, False, pha=True, renegotiation=True, tag="nocert"),
+                                    path, NOCERT))
+        for c in apis:
+            if highest(c) == tls or (c is ref_api and speaks(c, tls)):
+                checks.append(Check(R_API, _profile(c, tls, trusted_cert, pha=True, renegotiation=True, tag=ctag),
+                                    path, cert))
+        if ref_api is None or not speaks(ref_api, tls):
             continue
-        if r.kind == API and not r.profile.pha and r.tls == "1.3" and r.status == 403:
-            warnings.append(
-                f"{r.name}: 403 under TLS 1.3: clients without post-handshake auth "
-                "(Java JSSE, Go) are refused where a certificate is optional"
-            )
-        elif r.error:
-            warnings.append(f"{r.name}: {r.error}")
-        elif r.kind == BROWSER and r.status == 403:
-            warnings.append(f"{r.name}: 403 Forbidden")
-    return Verdict(not problems, f"{browser_part}, {api_part}", tuple(problems), tuple(warnings))
+        checks.append(Check(R_UNTRUSTED, _profile(ref_api, tls, True, pha=True, renegotiation=True,
+                                                  tag="untrusted"), path, UNTRUSTED))
+        if trusted_cert and tls == top:
+            checks.append(Check(R_API_NOCERT, _profile(ref_api, tls, False, pha=True, renegotiation=True,
+                                                       tag="nocert"), path, NOCERT))
+        unable = next((c for c in apis if speaks(c, tls) and not _can_answer(c, tls)), None)
+        if unable is not None:
+            checks.append(Check(R_EFFECT, _profile(unable, tls, trusted_cert, pha=unable.pha,
+                                                   renegotiation=unable.renegotiation, tag=ctag), path, cert))
+        for rp in required_paths:
+            checks.append(Check(R_REQUIRED, _profile(ref_api, tls, False, pha=True, renegotiation=True,
+                                                     tag="nocert"), rp, NOCERT))
+            checks.append(Check(R_REQUIRED, _profile(ref_api, tls, True, pha=True, renegotiation=True,
+                                                     tag="untrusted"), rp, UNTRUSTED))
+            if tls == top and ref_browser is not None:
+                checks.append(Check(R_REQUIRED, _profile(ref_browser, tls, False, pha=True, renegotiation=True,
+                                                         tag="nocert"), rp, NOCERT))
+            if tls == top and trusted_cert:
+                checks.append(Check(R_REQUIRED_OK, _profile(ref_api, tls, True, pha=True, renegotiation=True,
+                                                            tag="cert"), rp, TRUSTED))
+    return checks
 
 
-_TLS_ORDER = {"1.2": 0, "1.3": 1}
+def _can_answer(c: Client, tls: str) -> bool:
+    """Can this client's stack answer a per-directory certificate request under ``tls``?"""
+    return c.pha if tls == "1.3" else c.renegotiation
 
 
-def _effective(results: Iterable[ProbeResult]) -> Dict[Tuple[str, bool, bool], ProbeResult]:
-    """Per (client, cert, instrument): the row a real client would get by negotiating.
-
-    That is the probed (not skipped) row at the highest TLS version; a row
-    whose version was not pinned negotiated by itself and wins.
-    """
-    best: Dict[Tuple[str, bool, bool], ProbeResult] = {}
-    for r in results:
-        if r.skipped is not None:
+def known_effects(offered: Iterable[str], clients: Sequence[Client] = CLIENTS,
+                  mitigation: Optional[str] = None) -> List[Effect]:
+    """The API clients that cannot use /cn under a per-directory policy, per TLS version offered."""
+    out: List[Effect] = []
+    offered = set(offered)
+    mitigation = mitigation or tls12_opt_in()
+    for c in clients:
+        if c.kind != API:
             continue
-        key = (r.profile.family, r.profile.cert, r.profile.instrument)
-        rank = _TLS_ORDER.get(r.profile.tls, 2) if r.profile.tls else 2
-        cur = best.get(key)
-        if cur is None or rank > (_TLS_ORDER.get(cur.profile.tls, 2) if cur.profile.tls else 2):
-            best[key] = r
-    return best
+        if "1.3" in offered and not c.pha and c.max_tls == "1.3":
+            out.append(Effect(c.id, c.label, "1.3",
+                              "no post-handshake auth: Apache answers 403 to every request on /cn (AH10158), "
+                              "with or without a certificate",
+                              mitigation + (f"; {GO_RENEGOTIATION}" if not c.renegotiation else "")))
+        if "1.2" in offered and not c.renegotiation:
+            out.append(Effect(c.id, c.label, "1.2",
+                              "it refuses the renegotiation Apache starts to ask for the certificate: no answer "
+                              "(AH02261)", GO_RENEGOTIATION))
+    return out
+
+
+# --------------------------------------------------------------------------
+# The verdict
 
 
 def _detail(r: ProbeResult) -> str:
-    bits = []
+    bits = [f"TLS {r.tls}" if r.tls else "no TLS handshake"]
     if r.status is not None:
         bits.append(str(r.status))
+    if r.verified:
+        bits.append(f"SSL_CLIENT_VERIFY={r.verified}")
     if r.diagnosis:
         bits.append(r.diagnosis)
     elif r.error:
         bits.append(r.error)
-    return "; ".join(bits) or "no answer"
+    return ", ".join(bits)
 
 
-def _regression(before: ProbeResult, after: ProbeResult) -> Optional[str]:
-    """Why ``after`` is worse than ``before`` for an API client, or None."""
-    if before.authenticated and not after.authenticated:
-        return (f"{after.name}: authenticated with its certificate before (TLS {before.tls}), "
-                f"{after.outcome} now (TLS {after.tls}: {_detail(after)})")
-    if before.works and not after.works:
-        return (f"{after.name}: worked before (TLS {before.tls}, {before.status}), "
-                f"{after.outcome} now (TLS {after.tls}: {_detail(after)})")
-    return None
+def _refused(r: ProbeResult) -> bool:
+    """No usable answer: no HTTP response (the handshake was aborted) or 403."""
+    return r.status is None or r.status == 403
 
 
-def _can_be_asked(r: ProbeResult) -> bool:
-    """Could this client be asked for a certificate after the request, given its TLS stack?"""
-    if r.tls == "1.2":
-        return r.profile.renegotiation
-    if r.tls == "1.3":
-        return r.profile.pha
-    return False
+def _who(s: Seen) -> str:
+    return f"{s.check.profile.name} (User-Agent {s.check.profile.user_agent!r})"
 
 
-def gate_apply(
-    before: Optional[Sequence[ProbeResult]], after: Sequence[ProbeResult], *, browsers_unasked: bool = True
+def judge(
+    mode: str,
+    seen: Sequence[Seen],
+    *,
+    offered: Iterable[str] = TLS_VERSIONS,
+    trusted_cert: bool = False,
+    clients: Sequence[Client] = CLIENTS,
+    mitigation: Optional[str] = None,
 ) -> Verdict:
-    """The apply gate driven by the client matrix (issue 5, item 4).
+    """The verdict on what the probes of `plan` saw (``mode``: `POLICY` after apply, `ORIGINAL` after revert).
 
-    ``after``: the matrix probed once the change is live. ``before``: the
-    same matrix probed before the change (None when there was no live
-    server to probe then). Problems, each of which fails the gate:
-
-    * a browser row was asked for a certificate (in the handshake, by a
-      renegotiation -- accepted or refused -- or post-handshake), or got the
-      403 that shows an unseen request under TLS 1.3 without PHA, or could
-      not even complete a handshake (inconclusive);
-    * with ``before``: an API row that worked before (a usable HTTP answer;
-      with a certificate: verified SUCCESS) does not any more -- compared
-      row by row, and per client as it would negotiate (highest TLS version
-      offered), so that a change of the offered TLS versions is judged by
-      what real clients get;
-    * without ``before``: an API row whose stack can be asked (TLS 1.2 and
-      accepts renegotiation, or TLS 1.3 and offers PHA) was not asked;
-    * no browser row or no API row was probed at all.
-
-    API rows that fail after *and* failed before (Java or Go under TLS 1.3,
-    Go under TLS 1.2) are warnings: the change did not break them.
-    Skipped rows (a TLS version the server does not offer) are ignored.
-    ``browsers_unasked=False`` (for ``revert``, which puts back a block that
-    asks browsers on purpose) reports asked browsers as warnings only and
-    keeps the API rule.
+    `POLICY`: the promise of the module docstring. `ORIGINAL` (a historical
+    block, which asks browsers on purpose): API clients that can answer are
+    asked and verified, an untrusted certificate is refused, and Internet
+    Explorer 11 (not WebKit, asked by every historical block) is asked
+    again; required paths are reported, not judged (the original block may
+    itself open them, as the WebKit if/else variant did).
     """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+    offered = sorted(set(offered), key=lambda v: _ORDER.get(v, 9))
     problems: List[str] = []
     warnings: List[str] = []
-    rows = [r for r in after if r.skipped is None]
-    browsers = [r for r in rows if r.kind == BROWSER]
-    apis = [r for r in rows if r.kind == API]
+    rows = [s for s in seen if s.result.skipped is None]
+    by_role: Dict[str, List[Seen]] = {role: [s for s in rows if s.check.role == role] for role in ROLES}
+    reachable = any(s.result.tls is not None for s in rows)
+    if not rows or not reachable:
+        why = next((s.result.error for s in rows if s.result.error), "nothing probed")
+        return Verdict(False, mode, f"server not reachable ({why})", (f"no TLS handshake with the server: {why}",),
+                       reachable=False)
 
-    asked: List[str] = []
-    for r in browsers:
-        if r.cert_requested:
-            asked.append(r.name)
-            problems.append(f"{r.name} was asked for a client certificate ({r.how}, TLS {r.tls})")
-        elif r.tls == "1.3" and not r.profile.pha and r.status == 403:
-            asked.append(r.name)
-            problems.append(f"{r.name}: 403 under TLS 1.3 without post-handshake auth: the server wanted "
-                            "a client certificate (Apache AH10158)")
-        elif r.tls is None:
-            asked.append(r.name)
-            problems.append(f"{r.name}: inconclusive, no TLS handshake: {r.error}")
-        elif not r.works:
-            warnings.append(f"{r.name}: {r.outcome} ({_detail(r)})")
-    if not browsers_unasked:
-        warnings[:0] = [p for p in problems]
-        problems = []
-    if not browsers:
-        problems.append("no browser profile was probed")
-        browser_part = "no browser probed"
-    elif asked:
-        browser_part = f"browser asked ({', '.join(asked)})"
-    else:
-        browser_part = f"no browser asked ({len(browsers)} rows)"
+    # Browsers on /cn.
+    asked_browsers: List[str] = []
+    for s in by_role[R_BROWSER]:
+        r = s.result
+        if r.tls is None:
+            problems.append(f"{_who(s)}: inconclusive, no TLS handshake ({r.error})")
+            asked_browsers.append(s.check.name)
+        elif r.cert_requested:
+            asked_browsers.append(s.check.name)
+            if mode == POLICY:
+                problems.append(f"{_who(s)} was asked for a client certificate on {s.check.path} ({r.how}): "
+                                "the policy never asks browsers")
+        elif not r.works and mode == POLICY:
+            warnings.append(f"{_who(s)}: {r.outcome} on {s.check.path} ({_detail(r)})")
+    if not by_role[R_BROWSER]:
+        problems.append("no browser User-Agent was probed")
+    if mode == ORIGINAL:
+        ie = [s for s in by_role[R_BROWSER] if s.check.profile.client == "browser-ie11-win7"]
+        if ie and not any(s.result.cert_requested for s in ie):
+            problems.append("browser-ie11-win7 not asked, but every original block asks it: the original "
+                            "behaviour is not back")
 
-    flagged: List[str] = []
-    if not apis:
-        problems.append("no API profile was probed")
-        api_part = "no API client probed"
-    elif before is not None:
-        b_rows = [r for r in before if r.skipped is None and r.kind == API]
-        by_name = {r.name: r for r in apis}
-        for b in b_rows:
-            a = by_name.get(b.name)
-            msg = _regression(b, a) if a is not None else None
-            if msg:
-                flagged.append(b.name)
+    # API clients on /cn.
+    api_failed: List[str] = []
+    for s in by_role[R_API]:
+        r = s.result
+        if not r.cert_requested:
+            api_failed.append(s.check.name)
+            problems.append(f"{_who(s)} was not asked for a client certificate on {s.check.path} "
+                            f"({_detail(r)}): API clients able to answer must be asked")
+        elif trusted_cert and not r.authenticated:
+            api_failed.append(s.check.name)
+            problems.append(f"{_who(s)} presented a trusted certificate on {s.check.path} and was not verified "
+                            f"({_detail(r)})")
+        elif not trusted_cert and not r.works:
+            api_failed.append(s.check.name)
+            problems.append(f"{_who(s)} was asked on {s.check.path} and got no answer ({_detail(r)})")
+    if not by_role[R_API]:
+        problems.append("no API User-Agent was probed")
+    for s in by_role[R_API_NOCERT]:
+        if not (s.result.cert_requested and s.result.works):
+            warnings.append(f"{_who(s)} without a certificate on {s.check.path}: {s.result.outcome} "
+                            f"({_detail(s.result)})")
+    for s in by_role[R_UNTRUSTED]:
+        r = s.result
+        if r.cert_requested and r.cert_sent and not _refused(r):
+            problems.append(f"{_who(s)} presented a certificate from an untrusted CA on {s.check.path} and was "
+                            f"answered ({_detail(r)}): it must be refused")
+    if not trusted_cert:
+        warnings.append("no trusted client certificate configured: API clients were checked for being asked, "
+                        "not for being verified (set DATAONE_CN_SSLVERIFY_CLIENT_CERT)")
+
+    # Paths that require a certificate.
+    opened: List[str] = []
+    for s in by_role[R_REQUIRED]:
+        r = s.result
+        if not _refused(r):
+            what = "an untrusted certificate" if s.check.cert == UNTRUSTED else "no certificate"
+            msg = (f"{s.check.path} requires a client certificate, but answered {_who(s)} with {what} "
+                   f"({_detail(r)})")
+            if mode == POLICY:
+                opened.append(s.check.path)
                 problems.append(msg)
-        eff_b, eff_a = _effective(b_rows), _effective(apis)
-        for key, b in eff_b.items():
-            a = eff_a.get(key)
-            if a is None:
-                if b.works:
-                    warnings.append(f"{b.name}: worked before, not probed after")
-                continue
-            if a.name == b.name or a.name in flagged:
-                continue
-            msg = _regression(b, a)
-            if msg:
-                flagged.append(a.name)
-                problems.append(msg + " [as negotiated]")
-        worked = sum(1 for b in b_rows if b.works)
-        api_part = (f"API regression ({', '.join(flagged)})" if flagged
-                    else f"no API regression ({worked} of {len(b_rows)} API rows worked before, all still do)")
+            else:
+                warnings.append(msg)
+    for s in by_role[R_REQUIRED_OK]:
+        if not s.result.authenticated:
+            warnings.append(f"{s.check.path} with a trusted certificate: {s.result.outcome} ({_detail(s.result)})")
+
+    # Known effects of a per-directory policy.
+    effects: List[Effect] = []
+    if mode == POLICY:
+        eff_rows = {s.check.profile.tls: s for s in by_role[R_EFFECT]}
+        asked_api = {s.check.profile.client for s in by_role[R_API] if s.result.cert_requested}
+        for e in known_effects(offered, clients, mitigation):
+            if e.client not in asked_api:
+                continue  # not asked at all: reported above as a problem, not an effect
+            row = eff_rows.get(e.tls)
+            effects.append(replace(e, confirmed=None if row is None else not row.result.works))
+        for s in eff_rows.values():
+            if s.result.works and s.result.cert_requested:
+                warnings.append(f"{_who(s)}: expected to fail on /cn, answered ({_detail(s.result)})")
+
+    n_b, n_a = len(by_role[R_BROWSER]), len(by_role[R_API])
+    if mode == POLICY:
+        parts = [f"browsers asked ({', '.join(asked_browsers)})" if asked_browsers else f"no browser asked ({n_b} probes)"]
     else:
-        for r in apis:
-            if _can_be_asked(r) and not r.cert_requested:
-                flagged.append(r.name)
-                problems.append(f"{r.name} was not asked for a client certificate" + (f": {r.error}" if r.error else ""))
-        api_part = (f"API client not asked ({', '.join(flagged)})" if flagged else "API clients asked")
-    for r in apis:
-        if r.name in flagged or r.works:
-            continue
-        why = _detail(r)
-        if before is not None:
-            why += "; it failed before too"
-        warnings.append(f"{r.name}: {r.outcome} ({why})")
-    return Verdict(not problems, f"{browser_part}, {api_part}", tuple(problems), tuple(warnings))
-
-
-def results_to_json(
-    results: Sequence[ProbeResult], verdict_: Optional[Verdict] = None, **extra: Any
-) -> Dict[str, Any]:
-    """``{"profiles": [...]}`` (plus ``"verdict"`` and ``extra`` keys when given), as ``probe --json`` prints."""
-    doc: Dict[str, Any] = {"profiles": [r.to_json() for r in results]}
-    if verdict_ is not None:
-        doc["verdict"] = verdict_.to_json()
-    doc.update(extra)
-    return doc
-
-
-def results_from_json(doc: Dict[str, Any]) -> List[ProbeResult]:
-    """The results of a ``probe --json`` document (``{"profiles": [...]}``)."""
-    rows = doc.get("profiles")
-    if not isinstance(rows, list):
-        raise ValueError("not a probe document: no \"profiles\" list")
-    return [ProbeResult.from_json(r) for r in rows]
-
-
-_TABLE_HEADER = ("PROFILE", "TLS", "CERT", "PHA", "ASKED", "HOW", "STATUS", "VERIFIED", "OUTCOME", "NOTE")
-
-
-def _short_note(r: ProbeResult) -> str:
-    if r.skipped is not None:
-        return f"server does not offer TLS {r.profile.tls}" if r.profile.tls else r.skipped
-    if r.how == HOW_RENEGOTIATION_REFUSED:
-        return "client refused the renegotiation (AH02261)"
-    if r.diagnosis and "AH10158" in r.diagnosis:
-        return "no post-handshake auth: 403 (AH10158)"
-    if r.diagnosis:
-        return r.diagnosis
-    if r.profile.instrument:
-        return "instrument: offers PHA to show the request"
-    return r.error or ""
-
-
-def format_table(results: Sequence[ProbeResult]) -> str:
-    """A fixed-width table, one row per result, for the human output.
-
-    PROFILE is the row's name; TLS the negotiated version (the pinned one,
-    in brackets, for a skipped row); CERT whether the client has a
-    certificate to present; PHA whether it offers post-handshake auth.
-    """
-    rows = [_TABLE_HEADER]
-    for r in results:
-        rows.append(
-            (
-                r.name,
-                r.tls or (f"({r.profile.tls})" if r.skipped and r.profile.tls else "-"),
-                "yes" if r.profile.cert else "no",
-                "yes" if r.profile.pha else "no",
-                "yes" if r.cert_requested else "no",
-                r.how or "-",
-                str(r.status) if r.status is not None else "-",
-                r.verified or "-",
-                r.outcome,
-                _short_note(r),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_HEADER) - 1)]
-    lines = []
-    for row in rows:
-        cells = [row[i].ljust(widths[i]) for i in range(len(widths))] + [row[-1]]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines) + "\n"
-
-
-def format_legend(results: Sequence[ProbeResult], clients: Iterable[Client] = CLIENTS) -> str:
-    """What each client family of these results stands for, and how its behaviour is known."""
-    seen: List[str] = []
-    for r in results:
-        if r.profile.family not in seen:
-            seen.append(r.profile.family)
-    by_id = {c.id: c for c in clients}
-    lines = []
-    for fam in seen:
-        c = by_id.get(fam)
-        if c is not None:
-            lines.append(f"  {c.id}: {c.label}; {c.behaviour}")
-    return ("clients:\n" + "\n".join(lines) + "\n") if lines else ""
+        parts = [f"{len(asked_browsers)} of {n_b} browser probes asked"]
+    verb = "asked and verified" if trusted_cert else "asked"
+    parts.append(f"API clients not {verb} ({', '.join(api_failed)})" if api_failed
+                 else f"API clients {verb} ({n_a} probes)")
+    if by_role[R_UNTRUSTED]:
+        bad = [s for s in by_role[R_UNTRUSTED] if not _refused(s.result)]
+        parts.append("untrusted certificate answered" if bad else "untrusted certificate refused")
+    req_paths = sorted({s.check.path for s in by_role[R_REQUIRED]})
+    if req_paths:
+        parts.append(f"{', '.join(sorted(set(opened)))} open without a valid certificate" if opened
+                     else f"{', '.join(req_paths)} still require a certificate")
+    if effects:
+        parts.append(f"known effect: {len({e.client for e in effects})} API client families cannot use /cn")
+    return Verdict(not problems, mode, "; ".join(parts), tuple(problems), tuple(warnings), tuple(effects))

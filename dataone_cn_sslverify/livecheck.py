@@ -1,19 +1,63 @@
-"""Where the live check connects, and what it must see after apply and revert.
+"""The live check after a change: make the probes of `gate.plan`, judge them with `gate.judge`.
 
-The gate asserts the policy's promise from the client matrix of `probe`,
-not "same as before".
+This is the effect edge of the gate, and the only one: ``apply``/``revert``
+(through `transaction`), ``probe`` and the Ansible role (through ``probe
+--json``) all get their verdict here. It finds what the plan needs from the
+live server and the configuration -- the TLS versions the vhost offers (two
+pinned handshakes), the paths of the vhost that require a client
+certificate (from the configuration as Apache loads it), a trusted client
+certificate when the operator configured one, and a throwaway certificate
+from an unknown CA -- then probes, concurrently. `probe_target` says where
+it connects: the vhost's own address, or where Apache really listens.
+
+A trusted certificate is the operator's: ``DATAONE_CN_SSLVERIFY_CLIENT_CERT``
+(a PEM file with the certificate, and the key unless
+``DATAONE_CN_SSLVERIFY_CLIENT_KEY`` names it), for example the CN's own
+node certificate. Without it the gate checks that API clients are asked,
+not that they are verified, and says so.
 """
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-from . import apachectl, policy, probe
+from . import apachectl, gate
+from .clients import CLIENTS, TLS_VERSIONS, Client
 
-IE11_ROW = "browser-ie11-win7/1.2/nocert"
+if TYPE_CHECKING:
+    from .policy import Assessment
+
+__all__ = ["CERT_ENV", "KEY_ENV", "Outcome", "probe_target", "trusted_client_cert", "required_paths_of", "mode_for", "run",
+           "run_for_vhost"]
+
+CERT_ENV = "DATAONE_CN_SSLVERIFY_CLIENT_CERT"
+KEY_ENV = "DATAONE_CN_SSLVERIFY_CLIENT_KEY"
+OPENSSL_TIMEOUT = 20.0
 
 
-def probe_target(a: policy.Assessment) -> Tuple[str, int, str]:
+@dataclass
+class Outcome:
+    """The verdict, what each probe saw, and what the check could not do."""
+
+    verdict: gate.Verdict
+    seen: List[gate.Seen] = field(default_factory=list)
+    offered: Tuple[str, ...] = ()
+    notes: List[str] = field(default_factory=list)
+
+    def to_json(self) -> Dict[str, Any]:
+        doc = self.verdict.to_json()
+        doc["offered"] = list(self.offered)
+        doc["notes"] = list(self.notes)
+        return doc
+
+
+def probe_target(a: "Assessment") -> Tuple[str, int, str]:
     """(host, port, SNI) to reach the vhost from this host: its own address and ServerName."""
     host, port = "127.0.0.1", 443
     for addr in a.addresses:
@@ -33,23 +77,128 @@ def probe_target(a: policy.Assessment) -> Tuple[str, int, str]:
     return host, port, sni
 
 
-def gate(op: str, before: Optional[List[probe.ProbeResult]], after: List[probe.ProbeResult]) -> Tuple[bool, str]:
-    """Did the live server behave as the change intends? (the client matrix of `probe`)
+def trusted_client_cert(env: Optional[Dict[str, str]] = None) -> Tuple[Optional[Tuple[str, Optional[str]]], List[str]]:
+    """The operator's trusted client certificate (cert, key) from the environment, and notes on why not."""
+    env = dict(os.environ) if env is None else env
+    cert, key = env.get(CERT_ENV) or None, env.get(KEY_ENV) or None
+    if not cert:
+        return None, []
+    for what, path in (("certificate", cert), ("key", key)):
+        if path and not os.access(path, os.R_OK):
+            return None, [f"{CERT_ENV if what == 'certificate' else KEY_ENV}={path}: the client {what} cannot be "
+                          "read: verification with a trusted certificate not checked"]
+    return (cert, key), []
 
-    After ``apply``: `probe.gate_apply` -- no browser row asked, and every API
-    row that worked before the change still works.
-    After ``revert``: the original behaviour is back: API rows that worked
-    still work, and IE11 (not WebKit, so asked by every historical variant)
-    is asked again.
+
+def _untrusted_cert(workdir: str, openssl: str = "openssl") -> Tuple[Optional[Tuple[str, str]], Optional[str]]:
+    """A fresh self-signed client certificate (an unknown CA to the server), or why there is none."""
+    exe = shutil.which(openssl, path=os.environ.get("PATH") or os.defpath)
+    if not exe:
+        return None, f"{openssl}: command not found: the untrusted-certificate probes were not made"
+    cert, key = os.path.join(workdir, "untrusted.crt"), os.path.join(workdir, "untrusted.key")
+    argv = [exe, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-subj", "/CN=dataone-cn-sslverify untrusted probe", "-days", "2", "-keyout", key, "-out", cert]
+    try:
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=OPENSSL_TIMEOUT,
+                           universal_newlines=True)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"openssl req: {exc}: the untrusted-certificate probes were not made"
+    if p.returncode != 0:
+        return None, f"openssl req failed ({p.stderr.strip()[-200:]}): the untrusted-certificate probes were not made"
+    return (cert, key), None
+
+
+def required_paths_of(vhost_file: str, vhost_line: int) -> Tuple[List[str], List[str]]:
+    """Paths of the CN vhost that require a client certificate, from its file as Apache loads it.
+
+    Returns (paths, notes). The vhost file is read through
+    `loaded.expand_config` (its Includes expanded, so a policy snippet or
+    ``jk_mount`` counts); the ``<IfModule>`` sections a CN vhost uses are
+    taken as loaded. The main server's configuration is not read: only the
+    vhost's own sections are the vhost's promise.
     """
-    if op == "apply":
-        v = probe.gate_apply(before, after)
-        return v.ok, v.summary if v.ok else "; ".join(v.problems)
-    v = probe.gate_apply(before, after, browsers_unasked=False)
-    problems = list(v.problems)
-    ie = next((r for r in after if r.name == IE11_ROW), None)
-    if ie is not None and not ie.cert_requested and not ie.skipped:
-        problems.append(f"{IE11_ROW} not asked, but every original block asks it: {ie.error or 'no request'}")
-    if problems:
-        return False, "; ".join(problems)
-    return True, "browser (IE11) asked, API clients asked: original behaviour back"
+    from .loaded import BUILTIN_MODULES, expand_config
+    from .scope import required_paths, scoped
+
+    file = os.path.realpath(vhost_file)
+    view = expand_config(file, apachectl.confdir(), env=dict(os.environ), builtin=BUILTIN_MODULES + _VHOST_MODULES)
+    paths, unknown = required_paths(scoped(view, file, vhost_line))
+    notes = [f"{where}: a section that requires a client certificate, but no request path can be derived from "
+             "it: not probed" for where in unknown]
+    notes += [f"reading the vhost for required paths: {p}" for p in view.problems]
+    return paths, notes
+
+
+#: A vhost file read on its own: the modules a CN vhost's ``<IfModule>`` sections test count as loaded.
+_VHOST_MODULES = ("ssl", "headers", "rewrite", "proxy", "setenvif", "expires", "jk")
+
+
+def mode_for(op: str) -> str:
+    """The promise after ``op``: the policy after apply, an original block after revert."""
+    return gate.ORIGINAL if op == "revert" else gate.POLICY
+
+
+def run(
+    mode: str,
+    host: str,
+    port: int,
+    server_name: str,
+    *,
+    required: Sequence[str] = (),
+    trusted: Optional[Tuple[str, Optional[str]]] = None,
+    notes: Sequence[str] = (),
+    clients: Sequence[Client] = CLIENTS,
+    timeout: float = 10.0,
+    backend: Optional[str] = None,
+    verify_headers: Sequence[str] = (),
+    mitigation: Optional[str] = None,
+) -> Outcome:
+    """Probe the live vhost at ``host:port`` (SNI ``server_name``) and judge the promise of ``mode``."""
+    from . import probe  # the ssl stack: only when probing (transaction imports this module for probe_target)
+
+    workdir = tempfile.mkdtemp(prefix="dataone-cn-sslverify-check-")
+    out_notes = list(notes)
+    try:
+        made: List[Tuple[Optional[Tuple[str, str]], Optional[str]]] = []
+        maker = threading.Thread(target=lambda: made.append(_untrusted_cert(workdir)), daemon=True)
+        maker.start()  # the throwaway certificate is made while the versions are probed
+        shakes = probe.server_tls_versions(host, port, server_name, timeout=min(timeout, 5.0))
+        maker.join(OPENSSL_TIMEOUT + 5)
+        untrusted, why = made[0] if made else (None, "openssl req did not finish: the untrusted-certificate "
+                                                     "probes were not made")
+        offered = tuple(v for v in TLS_VERSIONS if shakes[v].ok)
+        if not offered:
+            errors = "; ".join(f"TLS {v}: {h.error}" for v, h in shakes.items())
+            v = gate.Verdict(False, mode, f"server not reachable at {host}:{port} ({errors})",
+                             (f"no TLS handshake with {host}:{port} (SNI {server_name}): {errors}",), reachable=False)
+            return Outcome(v, [], (), out_notes)
+        if why:
+            out_notes.append(why)
+        checks = gate.plan(offered, required, trusted_cert=trusted is not None, clients=clients)
+        if untrusted is None:
+            checks = [c for c in checks if c.cert != gate.UNTRUSTED]
+        certs = {gate.TRUSTED: trusted or (None, None), gate.UNTRUSTED: untrusted or (None, None),
+                 gate.NOCERT: (None, None)}
+        items = [(c.path, c.profile) + tuple(certs[c.cert]) for c in checks]
+        results = probe.probe_many(host, port, server_name, items, timeout=timeout, backend=backend,
+                                   verify_headers=verify_headers)  # type: ignore[arg-type]
+        seen = [gate.Seen(c, r) for c, r in zip(checks, results)]
+        if mitigation is None:
+            from . import paths
+            mitigation = gate.tls12_opt_in(paths.policy_path())
+        verdict = gate.judge(mode, seen, offered=offered, trusted_cert=trusted is not None, clients=clients,
+                             mitigation=mitigation)
+        if out_notes:
+            verdict = gate.Verdict(verdict.ok, verdict.mode, verdict.summary, verdict.problems,
+                                   verdict.warnings + tuple(out_notes), verdict.effects, verdict.reachable)
+        return Outcome(verdict, seen, offered, out_notes)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_for_vhost(op: str, a: "Assessment", host: str, port: int, server_name: str, **kw: Any) -> Outcome:
+    """`run` for the CN vhost of assessment ``a`` after ``op``: its required paths, the operator's certificate."""
+    paths, notes = required_paths_of(a.filename, a.line)
+    trusted, cert_notes = trusted_client_cert()
+    return run(mode_for(op), host, port, server_name, required=paths, trusted=trusted, notes=notes + cert_notes,
+               **kw)

@@ -25,10 +25,12 @@ class Outcome:
     file: Optional[str] = None
     message: str = ""
     probe: List[Dict[str, Any]] = field(default_factory=list)
+    gate: Optional[Dict[str, Any]] = None  # the live gate's verdict (livecheck.Outcome.to_json)
 
     def to_json(self) -> Dict[str, Any]:
         return {"result": self.result, "exit_code": int(self.exit_code), "file": self.file, "backup": self.backup,
-                "message": self.message, "steps": [s.to_json() for s in self.steps], "probe": self.probe}
+                "message": self.message, "steps": [s.to_json() for s in self.steps], "probe": self.probe,
+                "gate": self.gate}
 
 
 class Abort(Exception):

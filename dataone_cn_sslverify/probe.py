@@ -6,20 +6,19 @@ are. Reading the configuration cannot prove that: a per-directory
 ``SSLVerifyClient`` acts *after* the request headers are read, through a TLS
 1.2 renegotiation or a TLS 1.3 post-handshake authentication (PHA), and
 ``<If>``/``<Else>`` merge order decides which block wins (see
-``cn-facts.md``). So this module connects to the server like a client would,
+``docs/facts.md``). So this module connects to the server like a client would,
 sends a real HTTP/1.1 request with a chosen User-Agent, and watches the TLS
 handshake messages for a ``CertificateRequest``.
 
 This is the effect edge; the pure core lives beside it:
 
-* `clients` -- the profiles and the client matrix the probe plays;
+* `clients` -- the client catalogue and the matrix rows the probe plays;
 * `tlsobserve` -- the request sent, and the classifier that turns observed
   handshake messages into an answer (``s_client`` and HTTP parsing too);
-* `results` -- `ProbeResult`, assembled from what a backend observed;
-* `gate` -- the apply-gate verdicts, JSON and table formatting.
-
-Every public name of those modules is re-exported here, so callers keep
-using ``probe.X``.
+* `results` -- `ProbeResult`, assembled from what a backend observed, and
+  its presentation (table, JSON);
+* `gate` -- the policy's promise, judged over probe results; `livecheck`
+  plans and runs its probes with this module.
 
 `probe` has two interchangeable backends that produce the same list of
 `Event` values for the same classifier:
@@ -42,7 +41,6 @@ each TLS version the server offers (`server_tls_versions`).
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import re
 import shutil
@@ -50,103 +48,27 @@ import socket
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
-# Re-exported: the pure core, importable as ``probe.X`` as before the split.
-from .clients import (
-    API,
-    BROWSER,
-    CLIENTS,
-    DEFAULT_PROFILES,
-    KINDS,
-    TLS_VERSIONS,
-    Client,
-    Profile,
-    get_client,
-    get_profile,
-    matrix_profiles,
-    row_name,
-)
-from .gate import (
-    Verdict,
-    _effective,
-    format_legend,
-    format_table,
-    gate_apply,
-    results_from_json,
-    results_to_json,
-    verdict,
-)
-from .results import VERIFY_HEADERS, ProbeResult, _finish, diagnose, skipped_result
-from .tlsobserve import (
-    HOW_HANDSHAKE,
-    HOW_POST_HANDSHAKE,
-    HOW_RENEGOTIATION,
-    HOW_RENEGOTIATION_REFUSED,
-    Event,
-    Observation,
-    _is_ip,
-    _norm_tls,
-    _python_event,
-    build_request,
-    classify,
-    parse_http_response,
-    parse_msg_line,
-    parse_s_client,
-    s_client_argv,
-)
-
-# Importable as ``probe.X`` too (cli and the tests use them), though not in ``__all__``.
-_REEXPORTED = (KINDS, VERIFY_HEADERS, _effective)
+from .clients import TLS_VERSIONS, Profile, matrix_profiles
+from .results import ProbeResult, finish, skipped_result
+from .tlsobserve import BACKENDS, Event, build_request, is_ip, norm_tls, parse_s_client, python_event, s_client_argv
 
 __all__ = [
-    "BROWSER",
-    "API",
-    "HOW_HANDSHAKE",
-    "HOW_RENEGOTIATION",
-    "HOW_POST_HANDSHAKE",
     "BACKENDS",
-    "Profile",
-    "Event",
-    "Observation",
-    "ProbeResult",
-    "Verdict",
-    "DEFAULT_PROFILES",
-    "get_profile",
-    "classify",
-    "build_request",
-    "parse_http_response",
-    "parse_msg_line",
-    "parse_s_client",
-    "s_client_argv",
+    "MATRIX_CONCURRENCY",
     "default_backend",
     "probe",
-    "probe_all",
-    "verdict",
-    "results_to_json",
-    "format_table",
-    # the client matrix (issue 5)
-    "HOW_RENEGOTIATION_REFUSED",
-    "Client",
-    "CLIENTS",
-    "get_client",
-    "row_name",
-    "matrix_profiles",
+    "probe_many",
+    "parallel_map",
     "Handshake",
     "handshake",
     "server_tls_versions",
-    "skipped_result",
     "probe_matrix",
-    "diagnose",
-    "results_from_json",
-    "gate_apply",
-    "format_legend",
 ]
-
-BACKENDS = ("python", "openssl")
-
 
 # --------------------------------------------------------------------------
 # Effect edge
@@ -176,6 +98,7 @@ def probe(
     backend: Optional[str] = None,
     openssl: str = "openssl",
     verify_headers: Sequence[str] = (),
+    contexts: Optional["ContextCache"] = None,
 ) -> ProbeResult:
     """Connect to ``host:port`` as ``profile``, ``GET path``, and report.
 
@@ -187,27 +110,86 @@ def probe(
     network or TLS failures: they land in ``ProbeResult.error``.
     ``verify_headers``: extra response header names, tried before
     `VERIFY_HEADERS`, that carry the server's SSL_CLIENT_VERIFY.
+    ``contexts``: share client contexts between probes (`probe_many`).
     """
     backend = backend or default_backend()
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     request = build_request(path, server_name, port, profile.user_agent, profile.headers)
-    attempt = _Attempt(host, port, server_name, request, profile, ca_file, client_cert, client_key, timeout)
+    attempt = _Attempt(host, port, server_name, request, profile, ca_file, client_cert, client_key, timeout,
+                       contexts)
     result = _probe_python(attempt) if backend == "python" else _probe_openssl(attempt, openssl)
     events, tls, response, error = result
-    return _finish(profile, backend, events, tls, response, error, verify_headers)
+    return finish(profile, backend, events, tls, response, error, verify_headers)
 
 
-def probe_all(
+def probe_many(
     host: str,
     port: int,
     server_name: str,
-    path: str,
-    profiles: Iterable[Profile] = DEFAULT_PROFILES,
+    items: Sequence[Tuple[str, Profile, Optional[str], Optional[str]]],
+    *,
+    concurrency: Optional[int] = None,
     **kwargs: Any,
 ) -> List[ProbeResult]:
-    """`probe` for each profile, in order (keyword arguments passed through)."""
-    return [probe(host, port, server_name, path, p, **kwargs) for p in profiles]
+    """`probe` for each ``(path, profile, client_cert, client_key)``, concurrently, results in order.
+
+    Each probe is its own connection: a few at a time keep the live check
+    short (it sits between the reload and the commit) without loading the
+    server.
+    """
+    contexts = ContextCache()  # one client context per stack and certificate, not one per probe
+
+    def one(item: Tuple[str, Profile, Optional[str], Optional[str]]) -> ProbeResult:
+        path, profile, cert, key = item
+        return probe(host, port, server_name, path, profile, client_cert=cert, client_key=key, contexts=contexts,
+                     **kwargs)
+
+    return parallel_map(one, list(items), concurrency or MATRIX_CONCURRENCY)
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def parallel_map(fn: Callable[[_T], _R], items: Sequence[_T], workers: int) -> List[_R]:
+    """``[fn(x) for x in items]`` on up to ``workers`` threads, results in order.
+
+    A few threads over a shared index rather than ``concurrent.futures``:
+    its import alone costs about as much as a probe, and the command pays
+    it on every run. ``fn`` must not raise (the probes never do); if it
+    does, the first exception is raised here after every thread ended.
+    """
+    results: List[Any] = [None] * len(items)
+    errors: List[BaseException] = []
+    lock = threading.Lock()
+    nxt = [0]
+
+    def work() -> None:
+        while True:
+            with lock:
+                i = nxt[0]
+                nxt[0] += 1
+            if i >= len(items) or errors:
+                return
+            try:
+                results[i] = fn(items[i])
+            except BaseException as exc:  # handed to the caller below
+                errors.append(exc)
+                return
+
+    n = max(1, min(workers, len(items)))
+    if n == 1:
+        work()
+    else:
+        threads = [threading.Thread(target=work, daemon=True) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 @dataclass(frozen=True)
@@ -239,21 +221,23 @@ def handshake(
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     if tls is not None:
-        ctx.minimum_version = ctx.maximum_version = _TLS_PINS[tls]
+        _pin(ctx, tls)
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
-    sni = server_name if server_name and not _is_ip(server_name) else None
+    sni = server_name if server_name and not is_ip(server_name) else None
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             with ctx.wrap_socket(sock, server_hostname=sni) as t:
-                return Handshake(True, _norm_tls(t.version()), t.selected_alpn_protocol())
+                return Handshake(True, norm_tls(t.version()), t.selected_alpn_protocol())
     except (ssl.SSLError, OSError) as exc:
         return Handshake(False, error=_describe(exc))
 
 
 def server_tls_versions(host: str, port: int, server_name: Optional[str], timeout: float = 5.0) -> Dict[str, Handshake]:
-    """For each TLS version the probe knows, a pinned handshake with SNI ``server_name``."""
-    return {v: handshake(host, port, server_name, tls=v, timeout=timeout) for v in TLS_VERSIONS}
+    """For each TLS version the probe knows, a pinned handshake with SNI ``server_name`` (concurrently)."""
+    shakes = parallel_map(lambda v: handshake(host, port, server_name, tls=v, timeout=timeout), TLS_VERSIONS,
+                          len(TLS_VERSIONS))
+    return dict(zip(TLS_VERSIONS, shakes))
 
 
 def probe_matrix(
@@ -292,12 +276,11 @@ def probe_matrix(
 
     # Rows are independent connections: a few at a time keeps the live check short
     # (it sits between the reload and the commit) without loading the server.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=MATRIX_CONCURRENCY) as pool:
-        return list(pool.map(one, rows))
+    return parallel_map(one, rows, MATRIX_CONCURRENCY)
 
 
-#: Connections the matrix opens at once (bench/RESULTS.md: 33 rows one by one took ~220 ms).
-MATRIX_CONCURRENCY = 6
+#: Connections the probe opens at once (bench/RESULTS.md).
+MATRIX_CONCURRENCY = 8
 
 
 @dataclass(frozen=True)
@@ -313,6 +296,7 @@ class _Attempt:
     client_cert: Optional[str]
     client_key: Optional[str]
     timeout: float
+    contexts: Optional["ContextCache"] = None
 
 
 # What a backend observed: events, negotiated TLS version, response bytes, error.
@@ -323,7 +307,26 @@ def _no_exchange(error: str) -> _Raw:
     """What a backend reports when it could not even start: no messages, no version, no response."""
     return [], None, b"", error
 
-_TLS_PINS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+# OpenSSL's option bits (ssl.OP_NO_TLSv1_3 is missing before Python 3.7).
+_OP_NO = {"1.0": getattr(ssl, "OP_NO_TLSv1", 0x04000000), "1.1": getattr(ssl, "OP_NO_TLSv1_1", 0x10000000),
+          "1.2": getattr(ssl, "OP_NO_TLSv1_2", 0x08000000), "1.3": getattr(ssl, "OP_NO_TLSv1_3", 0x20000000)}
+
+
+def _pin(ctx: ssl.SSLContext, tls: Optional[str]) -> None:
+    """Speak only TLS ``tls`` ("1.2"/"1.3"), or at least TLS 1.2 when None.
+
+    ``minimum_version``/``maximum_version`` where Python has them (3.7+;
+    the option bits are deprecated there), the option bits on Python 3.6.
+    """
+    versions = getattr(ssl, "TLSVersion", None)
+    if versions is not None:
+        ctx.minimum_version = versions.TLSv1_3 if tls == "1.3" else versions.TLSv1_2
+        if tls is not None:
+            ctx.maximum_version = versions.TLSv1_3 if tls == "1.3" else versions.TLSv1_2
+        return
+    for version, bit in _OP_NO.items():  # pragma: no cover - Python 3.6
+        if version in ("1.0", "1.1") or (tls is not None and version != tls):
+            ctx.options |= bit
 # ssl.OP_NO_RENEGOTIATION exists since Python 3.7 with OpenSSL >= 1.1.0h; the value is OpenSSL's.
 _OP_NO_RENEGOTIATION = getattr(ssl, "OP_NO_RENEGOTIATION", 0x40000000)
 
@@ -339,11 +342,7 @@ def _python_context(
     else:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    if profile.tls is not None:
-        ctx.minimum_version = _TLS_PINS[profile.tls]
-        ctx.maximum_version = _TLS_PINS[profile.tls]
-    else:
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    _pin(ctx, profile.tls)
     # Explicit both ways: http.client turns PHA on when a certificate is loaded.
     ctx.post_handshake_auth = bool(profile.pha)
     if not profile.renegotiation:
@@ -366,23 +365,64 @@ def _describe(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {exc}" if str(exc) else exc.__class__.__name__
 
 
+#: Where `_on_message` puts the messages of the connection the current thread is making.
+_LISTENER = threading.local()
+
+
+def _on_message(conn: Any, direction: Any, version: Any, content_type: Any, msg_type: Any, data: bytes) -> None:
+    """``SSLContext._msg_callback``: OpenSSL calls it in the thread that drives the connection."""
+    events = getattr(_LISTENER, "events", None)
+    if events is not None:
+        ev = python_event(direction, content_type, data)
+        if ev is not None:
+            events.append(ev)
+
+
+class ContextCache:
+    """Client contexts shared by the probes of one run, one per (stack, certificate, CA file).
+
+    Creating a context and loading a key costs more than a handshake on
+    localhost; a context serves any number of connections, from any thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._made: Dict[Tuple[Any, ...], ssl.SSLContext] = {}
+
+    def get(self, profile: Profile, ca_file: Optional[str], cert: Optional[str], key: Optional[str]) -> ssl.SSLContext:
+        ident = (profile.tls, profile.pha, profile.renegotiation, ca_file,
+                 cert if profile.cert else None, key if profile.cert else None)
+        with self._lock:
+            ctx = self._made.get(ident)
+            if ctx is None:
+                ctx = _python_context(profile, ca_file, cert, key)
+                ctx._msg_callback = _on_message  # type: ignore[attr-defined]
+                self._made[ident] = ctx
+            return ctx
+
+
 def _probe_python(a: _Attempt) -> _Raw:
     """Python ``ssl`` backend: events from ``SSLContext._msg_callback``."""
     if not _HAS_MSG_CALLBACK:
         return _no_exchange("python backend unavailable: no ssl.SSLContext._msg_callback (use backend='openssl')")
     events: List[Event] = []
-
-    def on_message(conn: Any, direction: Any, version: Any, content_type: Any, msg_type: Any, data: bytes) -> None:
-        ev = _python_event(direction, content_type, data)
-        if ev is not None:
-            events.append(ev)
-
     try:
-        ctx = _python_context(a.profile, a.ca_file, a.client_cert, a.client_key)
+        if a.contexts is not None:
+            ctx = a.contexts.get(a.profile, a.ca_file, a.client_cert, a.client_key)
+        else:
+            ctx = _python_context(a.profile, a.ca_file, a.client_cert, a.client_key)
+            ctx._msg_callback = _on_message  # type: ignore[attr-defined]
     except (OSError, ssl.SSLError, ValueError) as exc:
         return _no_exchange(f"client setup: {_describe(exc)}")
-    ctx._msg_callback = on_message  # type: ignore[attr-defined]
+    _LISTENER.events = events  # the messages of this thread's connection land here (see _on_message)
+    try:
+        return _exchange(a, ctx, events)
+    finally:
+        _LISTENER.events = None
 
+
+def _exchange(a: _Attempt, ctx: ssl.SSLContext, events: List[Event]) -> _Raw:
+    """Connect, handshake, send the request, read until the server closes; ``events`` fill meanwhile."""
     tls: Optional[str] = None
     chunks: List[bytes] = []
     error: Optional[str] = None
@@ -393,7 +433,7 @@ def _probe_python(a: _Attempt) -> _Raw:
         return _no_exchange(f"connect {a.host}:{a.port}: {_describe(exc)}")
     try:
         with ctx.wrap_socket(sock, server_hostname=a.server_name or None) as tls_sock:
-            tls = _norm_tls(tls_sock.version())
+            tls = norm_tls(tls_sock.version())
             tls_sock.sendall(a.request)
             while True:
                 remaining = deadline - time.monotonic()

@@ -1,7 +1,7 @@
 """What one probe saw (`ProbeResult`), assembled from a backend's observation (pure).
 
 Both probe backends end in the same place: a list of `Event` values, the
-negotiated TLS version, the response bytes and an error. `_finish` turns
+negotiated TLS version, the response bytes and an error. `finish` turns
 that into a `ProbeResult` -- was a certificate requested and how, the HTTP
 status, whether the server verified the certificate, and what a failure
 most likely means (`diagnose`). The gate (`gate`) and the presentation
@@ -16,9 +16,9 @@ only inferred (see `ProbeResult.verified`) unless the server echoes
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .clients import API, Profile
+from .clients import API, CLIENTS, Client, Profile
 from .tlsobserve import HOW_RENEGOTIATION_REFUSED, Event, classify, parse_http_response
 
 __all__ = [
@@ -26,6 +26,11 @@ __all__ = [
     "ProbeResult",
     "skipped_result",
     "diagnose",
+    "finish",
+    "results_to_json",
+    "results_from_json",
+    "format_table",
+    "format_legend",
 ]
 
 # Response headers through which a test or production vhost may echo
@@ -156,7 +161,7 @@ def _same_words(alert: str, error: str) -> bool:
     return alert.replace("_", " ").lower() in error.replace("_", " ").lower()
 
 
-def _finish(
+def finish(
     profile: Profile,
     backend: str,
     events: Sequence[Event],
@@ -213,3 +218,88 @@ def diagnose(profile: Profile, tls: Optional[str], how: Optional[str], status: O
     if status == 421:
         return "421 Misdirected Request: the TLS connection (SNI) belongs to another vhost than the Host header"
     return None
+
+
+# --------------------------------------------------------------------------
+# Presentation: the ``probe --json`` document and the human table
+
+
+def results_to_json(results: Sequence[ProbeResult], verdict: Optional[Dict[str, Any]] = None,
+                    **extra: Any) -> Dict[str, Any]:
+    """``{"profiles": [...]}`` (plus ``"verdict"`` and ``extra`` keys when given), as ``probe --json`` prints."""
+    doc: Dict[str, Any] = {"profiles": [r.to_json() for r in results]}
+    if verdict is not None:
+        doc["verdict"] = verdict
+    doc.update(extra)
+    return doc
+
+
+def results_from_json(doc: Dict[str, Any]) -> List[ProbeResult]:
+    """The results of a ``probe --json`` document (``{"profiles": [...]}``)."""
+    rows = doc.get("profiles")
+    if not isinstance(rows, list):
+        raise ValueError("not a probe document: no \"profiles\" list")
+    return [ProbeResult.from_json(r) for r in rows]
+
+
+_TABLE_HEADER = ("PROFILE", "TLS", "CERT", "PHA", "ASKED", "HOW", "STATUS", "VERIFIED", "OUTCOME", "NOTE")
+
+
+def _short_note(r: ProbeResult) -> str:
+    if r.skipped is not None:
+        return f"server does not offer TLS {r.profile.tls}" if r.profile.tls else r.skipped
+    if r.how == HOW_RENEGOTIATION_REFUSED:
+        return "client refused the renegotiation (AH02261)"
+    if r.diagnosis and "AH10158" in r.diagnosis:
+        return "no post-handshake auth: 403 (AH10158)"
+    if r.diagnosis:
+        return r.diagnosis
+    if r.profile.instrument:
+        return "instrument: answers a per-directory request so that it is visible"
+    return r.error or ""
+
+
+def format_table(results: Sequence[ProbeResult], names: Optional[Sequence[str]] = None) -> str:
+    """A fixed-width table, one row per result, for the human output.
+
+    PROFILE is the row's name (or ``names[i]``); TLS the negotiated version
+    (the pinned one, in brackets, for a skipped row); CERT whether the client
+    has a certificate to present; PHA whether it offers post-handshake auth.
+    """
+    rows = [_TABLE_HEADER]
+    for i, r in enumerate(results):
+        rows.append(
+            (
+                names[i] if names is not None else r.name,
+                r.tls or (f"({r.profile.tls})" if r.skipped and r.profile.tls else "-"),
+                "yes" if r.profile.cert else "no",
+                "yes" if r.profile.pha else "no",
+                "yes" if r.cert_requested else "no",
+                r.how or "-",
+                str(r.status) if r.status is not None else "-",
+                r.verified or "-",
+                r.outcome,
+                _short_note(r),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_TABLE_HEADER) - 1)]
+    lines = []
+    for row in rows:
+        cells = [row[i].ljust(widths[i]) for i in range(len(widths))] + [row[-1]]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def format_legend(results: Sequence[ProbeResult], clients: Iterable[Client] = CLIENTS) -> str:
+    """What each client family of these results stands for, and how its behaviour is known."""
+    seen: List[str] = []
+    for r in results:
+        if r.profile.family not in seen:
+            seen.append(r.profile.family)
+    by_id = {c.id: c for c in clients}
+    lines = []
+    for fam in seen:
+        c = by_id.get(fam)
+        if c is not None:
+            lines.append(f"  {c.id}: {c.label}; {c.behaviour}")
+    return ("clients:\n" + "\n".join(lines) + "\n") if lines else ""

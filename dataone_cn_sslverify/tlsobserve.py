@@ -21,14 +21,15 @@ function of its arguments.
 
 from __future__ import annotations
 
-import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .clients import Profile
 
 __all__ = [
+    "BACKENDS",
     "HOW_HANDSHAKE",
     "HOW_RENEGOTIATION",
     "HOW_POST_HANDSHAKE",
@@ -41,6 +42,9 @@ __all__ = [
     "build_request",
     "s_client_argv",
     "parse_s_client",
+    "python_event",
+    "norm_tls",
+    "is_ip",
 ]
 
 HOW_HANDSHAKE = "handshake"
@@ -51,6 +55,7 @@ HOW_POST_HANDSHAKE = "post-handshake"
 # got an answer: this is IE11's "XMLHttpRequest: Network Error 0x4c7".
 HOW_RENEGOTIATION_REFUSED = "renegotiation-refused"
 
+#: The two interchangeable sources of observed messages (`probe`): Python's ssl hook, openssl s_client.
 BACKENDS = ("python", "openssl")
 
 # A Certificate handshake message carrying no certificate is 7 bytes (TLS 1.2)
@@ -196,7 +201,7 @@ _CONTENT_ALERT = 21
 _CONTENT_HANDSHAKE = 22
 
 
-def _python_event(direction: str, content_type: Any, data: bytes) -> Optional[Event]:
+def python_event(direction: str, content_type: Any, data: bytes) -> Optional[Event]:
     """An `Event` from the arguments of ``SSLContext._msg_callback`` (or None)."""
     try:
         ctype = int(content_type)
@@ -244,7 +249,7 @@ def parse_msg_line(line: str) -> Optional[Event]:
 _TLS_NAME = re.compile(r"^TLSv(1\.[0-3])$|^TLSv1$")
 
 
-def _norm_tls(name: Optional[str]) -> Optional[str]:
+def norm_tls(name: Optional[str]) -> Optional[str]:
     """"TLSv1.3" -> "1.3"; None and unknown names -> None or as given."""
     if not name:
         return None
@@ -272,12 +277,16 @@ def parse_http_response(data: bytes) -> Tuple[Optional[int], Dict[str, str]]:
     return status, headers
 
 
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        return False
-    return True
+def is_ip(name: str) -> bool:
+    """An IPv4 or IPv6 address literal (brackets allowed)? (``socket.inet_pton``: no ipaddress import.)"""
+    bare = name.strip("[]")
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, bare)
+            return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def _host_port(host: str, port: int) -> str:
@@ -330,7 +339,7 @@ def s_client_argv(
     """The ``openssl s_client`` command line for one probe."""
     connect = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
     argv = [openssl, "s_client", "-connect", connect]
-    if server_name and not _is_ip(server_name):
+    if server_name and not is_ip(server_name):
         argv += ["-servername", server_name]
     else:
         argv += ["-noservername"]
@@ -353,7 +362,7 @@ def s_client_argv(
     if ca_file:
         argv += ["-CAfile", ca_file, "-verify_return_error"]
         if server_name:
-            argv += (["-verify_ip", server_name] if _is_ip(server_name) else ["-verify_hostname", server_name])
+            argv += (["-verify_ip", server_name] if is_ip(server_name) else ["-verify_hostname", server_name])
     return argv
 
 
@@ -373,7 +382,7 @@ def parse_s_client(
     # the server's Finished (a ServerHello still carries the client's maximum).
     finished = [ev.version for ev in events if ev.kind == "Finished" and ev.direction == "read" and ev.version]
     m = _NEGOTIATED.search(text) or _PROTOCOL.search(text)
-    tls = finished[0] if finished else (_norm_tls(m.group(1)) if m else None)
+    tls = finished[0] if finished else (norm_tls(m.group(1)) if m else None)
     error: Optional[str] = None
     errs = _OPENSSL_ERROR.findall(stderr)
     if errs:

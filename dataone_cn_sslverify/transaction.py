@@ -33,10 +33,10 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import apacheconf as ac
-from . import apachectl, display, interrupts, paths, policy, probe, reverter
+from . import apachectl, display, interrupts, paths, policy, reverter
 from .store import atomic_write
 from .errors import ExitCode, SslVerifyError
-from .livecheck import gate, probe_target
+from .livecheck import probe_target
 from .outcome import Abort, Outcome, Step
 from .planning import Planning, check_snippet
 from .store import Backup, ChangedMeanwhile, JournalUnreadable, LockTimeout, Store, cas_write, read, sha256
@@ -48,7 +48,7 @@ TOOL = "dataone-cn-sslverify"
 #: Test hook called with each step's name as it starts (tests/integration/failpoint_cli.py sets it).
 FAILPOINT: Optional[Callable[[str], None]] = None
 
-__all__ = ["Transaction", "Outcome", "Step", "recover", "check_snippet", "probe_target", "gate", "LOCK_TIMEOUT"]
+__all__ = ["Transaction", "Outcome", "Step", "recover", "check_snippet", "probe_target", "LOCK_TIMEOUT"]
 
 
 def failpoint(step: str) -> None:
@@ -91,7 +91,7 @@ class Transaction(Planning):
         self.running_before = False
         self.assessment: Optional[policy.Assessment] = None
         self.probe_results: List[Dict[str, Any]] = []
-        self.before_matrix: Optional[List[probe.ProbeResult]] = None
+        self.gate_verdict: Optional[Dict[str, Any]] = None
         self.snippet_mode = False  # the configuration fails because of our own live copy: the change replaces it
         self.adopt = adopt  # apply: replace a superseded inline block by the managed Include too
         self.live_new: Optional[bytes] = None  # the policy's live copy to write with the vhost (`snippet`)
@@ -115,7 +115,7 @@ class Transaction(Planning):
             message += f" ({self.signals.summary()} received during the run: " + (
                 "taken as an interruption)" if result != "changed" else "arrived after the commit point)")
         out = Outcome(result, code, self.steps, self.backup.file if self.backup else None, self.file, message,
-                      self.probe_results)
+                      self.probe_results, self.gate_verdict)
         log_syslog(f"{self.op} {self.file or '-'}: {result} (exit {int(code)}){': ' + message if message else ''}",
                    code == 0)
         return out
@@ -177,8 +177,6 @@ class Transaction(Planning):
         if new is None:
             return self._outcome("unchanged", ExitCode.OK, f"{self.file}: nothing to do")
         self.new = new
-        if broken is None:
-            self._probe_before()
         self._backup()
         self._journal(new)
         try:
@@ -380,16 +378,6 @@ class Transaction(Planning):
     def _target(self) -> Optional[Tuple[str, int, str]]:
         return probe_target(self.assessment) if self.assessment is not None else None
 
-    def _probe_before(self) -> None:
-        """The client matrix before the change, so the gate can tell what must keep working."""
-        target = self._target()
-        if not self.do_probe or not self.reload or self.op == "restore" or target is None or not apachectl.is_running():
-            return
-        host, port, sni = target
-        self.before_matrix = probe.probe_matrix(host, port, sni, PROBE_PATH, timeout=10.0)
-        asked = sum(1 for r in self.before_matrix if r.cert_requested)
-        self.step("probe-before", True, f"{len(self.before_matrix)} client rows probed, {asked} asked for a certificate")
-
     def _probe(self) -> None:
         self._checkpoint("probe")
         target = self._target()
@@ -398,12 +386,19 @@ class Transaction(Planning):
             self.step("probe", True, f"skipped ({why})")
             return
         host, port, sni = target
-        results = probe.probe_matrix(host, port, sni, PROBE_PATH, timeout=10.0)
-        self.probe_results = [r.to_json() for r in results]
-        ok, summary = gate("apply" if self.revert_to_policy else self.op, self.before_matrix, results)
-        self.step("probe", ok, f"https://{sni}:{port}{PROBE_PATH} via {host}: {summary}")
-        if not ok:
-            raise Abort("failed", ExitCode.FAILED, f"live check failed: {summary}")
+        from . import livecheck  # the probe stack: only when probing
+        live = livecheck.run_for_vhost("apply" if self.revert_to_policy else self.op, self.assessment, host, port, sni)
+        v = live.verdict
+        self.probe_results = [s.to_json() for s in live.seen]
+        self.gate_verdict = live.to_json()
+        self.step("probe", v.ok, f"https://{sni}:{port}{PROBE_PATH} via {host}: {v.summary}"
+                                 + ("" if v.ok else ": " + "; ".join(v.problems)))
+        for e in v.effects:
+            self.step("effect", True, f"known effect of the policy: {e.line()}")
+        for m in v.mitigations:
+            self.step("effect", True, f"mitigation: {m}")
+        if not v.ok:
+            raise Abort("failed", ExitCode.FAILED, "live check failed: " + "; ".join(v.problems))
 
     # -- the one rollback path ------------------------------------------------
     def _rollback(self, reason: str) -> Outcome:

@@ -68,25 +68,33 @@ DEFAULT_MODULES: Sequence[str] = (
     "ssl", "socache_shmcb", "headers", "expires", "rewrite", "proxy", "proxy_ajp", "proxy_http",
 )
 
+def _user_agents() -> Dict[str, str]:
+    """Short names for the User-Agents the tests send, from the package's client catalogue (the one list)."""
+    import sys
+
+    if str(REPO_ROOT) not in sys.path:  # bench/ and scripts use the harness without the repo on the path
+        sys.path.append(str(REPO_ROOT))
+    from dataone_cn_sslverify.clients import BROWSER_USER_AGENTS, get_client
+
+    more = dict(BROWSER_USER_AGENTS)
+    return {
+        "ie11": get_client("browser-ie11-win7").user_agent,
+        "ie10": more["Internet Explorer 10 (Windows 7)"],
+        "edge-legacy": more["Edge Legacy (EdgeHTML)"],
+        "safari": get_client("browser-safari-macos").user_agent,
+        "chrome": more["Chrome (Linux)"],
+        "firefox": get_client("browser-firefox").user_agent,
+        "iphone": get_client("browser-safari-ios").user_agent,
+        "curl": get_client("api-curl").user_agent,
+        "python-requests": get_client("api-python-requests").user_agent,
+        "java": get_client("api-java-httpclient").user_agent,
+        "r-httr": get_client("api-r-httr").user_agent,
+        "d1-libclient-java": get_client("api-d1-java").user_agent,
+    }
+
+
 #: User-Agent strings the tests need: the browsers of the incident and the API clients.
-USER_AGENTS: Dict[str, str] = {
-    "ie11": "Mozilla/5.0 (Windows NT 6.1; WOW64; Trident/7.0; rv:11.0) like Gecko",
-    "ie10": "Mozilla/5.0 (compatible; MSIE 10.0; Windows NT 6.1; WOW64; Trident/6.0)",
-    "edge-legacy": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
-                   "Chrome/70.0.3538.102 Safari/537.36 Edge/18.18363",
-    "safari": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
-              "Version/16.1 Safari/605.1.15",
-    "chrome": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
-              "Chrome/120.0.0.0 Safari/537.36",
-    "firefox": "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
-    "iphone": "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 "
-              "(KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
-    "curl": "curl/7.88.1",
-    "python-requests": "python-requests/2.28.1",
-    "java": "Java/11.0.21",
-    "r-httr": "libcurl/7.81.0 r-curl/5.0.0 httr/1.4.7",
-    "d1-libclient-java": "d1_libclient_java/2.3.1 Apache-HttpClient/4.5.13 (Java/1.8.0_392)",
-}
+USER_AGENTS: Dict[str, str] = _user_agents()
 
 _JK_MOUNT = """\
 # jk_mount -- Tomcat mounts for the CN, maintained by dataone-cn-os-core.
@@ -552,6 +560,8 @@ class ApacheInstance:
             APACHE_ENVVARS=str(self.envvars),
             DATAONE_CN_SSLVERIFY_STATE_DIR=str(self.state_dir),
             DATAONE_CN_SSLVERIFY_POLICY=str(self.policy_path),
+            # the live gate verifies API clients with a certificate the vhost trusts (docs/gate.md)
+            DATAONE_CN_SSLVERIFY_CLIENT_CERT=str(self.pki.client_pem),
         )
         return e
 

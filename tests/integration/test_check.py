@@ -18,7 +18,10 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
+from dataone_cn_sslverify import clients as C
 from dataone_cn_sslverify import probe as P
+from dataone_cn_sslverify import results as R
+from dataone_cn_sslverify import tlsobserve as T
 from harness import ApacheInstance, Pki
 from harness.changes import patch_applied, set_tls12_only
 
@@ -73,8 +76,8 @@ def graceful(inst: ApacheInstance) -> None:
     assert r.ok, r.output
 
 
-def probe_row(inst: ApacheInstance, name: str) -> P.ProbeResult:
-    return P.probe_matrix("127.0.0.1", inst.https_port, inst.server_name, "/cn/", [P.get_profile(name)],
+def probe_row(inst: ApacheInstance, name: str) -> R.ProbeResult:
+    return P.probe_matrix("127.0.0.1", inst.https_port, inst.server_name, "/cn/", [C.get_profile(name)],
                           verify_headers=("X-Test-Client-Verify",))[0]
 
 
@@ -92,7 +95,7 @@ def test_original_webkit_only(cn):
     assert "Internet Explorer 11 (Windows 7)" in b["clients"] and "Firefox (Linux)" in b["clients"]
     assert not any(c.startswith(("Chrome", "Safari", "Edge")) for c in b["clients"])
     # what check says is what the server does
-    assert probe_row(cn, "browser-ie11-win7/1.2/nocert").how == P.HOW_RENEGOTIATION_REFUSED
+    assert probe_row(cn, "browser-ie11-win7/1.2/nocert").how == T.HOW_RENEGOTIATION_REFUSED
     assert probe_row(cn, "browser-firefox/1.3/nocert").status == 403
     assert probe_row(cn, "browser-chrome/1.3/nocert").status == 200
     # the human report
@@ -211,32 +214,56 @@ def test_no_cn_vhost(cn, tmp_path):
     assert code == 4 and json.loads(out)["result"] == "not-found"
 
 
-def test_probe_command_matrix_and_compare(cn, tmp_path):
-    """`probe --json` prints the matrix; `--compare` exits 5 on a regression against a saved run."""
-    code, out, err = tool(cn, "--json", "probe", "--cert", str(cn.pki.client_pem))
-    assert code == 0, err
-    doc = json.loads(out)
-    assert len(doc["profiles"]) == 66 and doc["verdict"]["ok"] is True
-    row = next(p for p in doc["profiles"] if p["name"] == "api-java-httpclient/1.2/cert")
-    assert row["outcome"] == "authenticated" and row["how"] == "renegotiation" and "OpenJDK" in row["note"]
-    saved = tmp_path / "before.json"
-    saved.write_text(out)
-    code, out, err = tool(cn, "probe", "--compare", str(saved), "--cert", str(cn.pki.client_pem))
-    assert code == 0 and "no API regression" in err, err
-    assert out.splitlines()[0].split()[:4] == ["PROFILE", "TLS", "CERT", "PHA"] and "clients:" in out
-    # turn the pattern into one that exempts python: python clients lose certificate authentication
-    text = cn.policy_path.read_text()
-    cn.policy_path.write_text(text.replace("safari|webkit)", "safari|webkit|python)"))
+def test_probe_command_verdict_and_compare(cn, tmp_path):
+    """`probe --json` prints the live gate's rows and verdict; `--compare` exits 5 when the gate fails."""
+    vhost = cn.vhost_bytes()
+    if b"dataone-cn-sslverify: begin" not in vhost:
+        patch_applied(cn)
+    graceful(cn)
     try:
-        graceful(cn)
-        code, out, err = tool(cn, "probe", "--compare", str(saved), "--cert", str(cn.pki.client_pem),
-                              "--client", "api-python-requests", "--client", "browser-chrome")
-        assert code == 5, err
-        assert "problem: api-python-requests/1.2/cert: authenticated with its certificate before" in err
+        code, out, err = tool(cn, "--json", "probe")
+        assert code == 0, err
+        doc = json.loads(out)
+        v = doc["verdict"]
+        assert v["ok"] is True and v["mode"] == "policy" and v["offered"] == ["1.2", "1.3"], v
+        assert sorted({e["client"] for e in v["effects"]}) == ["api-d1-java", "api-go", "api-java-httpclient",
+                                                                "api-python-ssl"]
+        row = next(p for p in doc["profiles"] if p["name"] == "api-java-httpclient/1.3/cert/pha")
+        assert row["outcome"] == "authenticated" and row["role"] == "api"  # its User-Agent is asked
+        row = next(p for p in doc["profiles"] if p["name"] == "api-java-httpclient/1.3/cert")
+        assert row["status"] == 403 and row["role"] == "effect"  # its stack cannot answer: the known effect
+        assert {p["path"] for p in doc["profiles"]} == {"/cn/", "/metacat/servlet/replication"}
+        saved = tmp_path / "before.json"
+        saved.write_text(out)
+        code, out, err = tool(cn, "probe", "--compare", str(saved))
+        assert code == 0 and "(policy): ok: no browser asked" in err, err
+        assert out.splitlines()[0].split()[:4] == ["PROFILE", "TLS", "CERT", "PHA"]
+        assert "known effect: Go net/http (default tls.Config) cannot use /cn under TLS 1.2" in err
+        # a pattern that also matches python: python clients are no longer asked; the gate says so
+        text = cn.policy_path.read_text()
+        cn.policy_path.write_text(text.replace("safari|webkit)", "safari|webkit|python)"))
+        try:
+            graceful(cn)
+            code, out, err = tool(cn, "probe", "--compare", str(saved), "--client", "api-python-requests")
+            assert code == 5, err
+            assert "problem: api-python-requests/1.3/cert (User-Agent 'python-requests/2.28.1') was not asked" in err
+            assert "changed since" in err and "api-python-requests/1.3/cert: authenticated -> ok" in err, err
+            assert out.count("\nPROFILE") == 1  # the --client rows in a second table
+        finally:
+            cn.policy_path.write_text(text)
+            graceful(cn)
+        code, out, err = tool(cn, "probe", "--tls", "1.2", "--kind", "api", "--no-instruments")
+        assert code == 0
+        second = out.split("\n\n", 1)[1]
+        assert all("/1.2/nocert" in ln.split()[0] for ln in second.splitlines()[1:]), out
     finally:
-        cn.policy_path.write_text(text)
+        cn.write_vhost(vhost)
         graceful(cn)
-    code, out, err = tool(cn, "probe", "--tls", "1.2", "--kind", "api", "--no-instruments")
-    assert code == 0 and all("/1.2/nocert" in ln.split()[0] for ln in out.splitlines()[1:] if ln.startswith("api-"))
-    assert "no --cert given" in err
     assert os.path.exists(str(cn.policy_path))
+
+
+def test_probe_command_unreachable_exits_6(cn):
+    from harness.instance import free_port
+    code, out, err = tool(cn, "--json", "probe", "--connect", f"127.0.0.1:{free_port()}")
+    assert code == 6, err
+    assert json.loads(out)["verdict"]["reachable"] is False

@@ -11,9 +11,9 @@ What this module proves:
   OpenJDK 17 ``java.net.http.HttpClient`` and Go 1.19 ``net/http`` get the
   outcome their profile row predicts, for both vhosts, both TLS versions,
   with and without a certificate;
-* `gate_apply` passes webkit-only -> applied and fails on the original alone;
+* the live gate (`livecheck`) passes on the applied vhost and fails on the original alone;
 * the TLS 1.3 mitigation (``SSLProtocol -all +TLSv1.2`` in the policy
-  snippet): TLS 1.3 rows are skipped, Java works, the gate passes -- and it
+  snippet): TLS 1.3 rows are skipped, Java works, only Go remains a known effect -- and it
   takes effect for a name-based vhost whether it is the default for its
   address or not (measured both ways).
 
@@ -36,7 +36,10 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+from dataone_cn_sslverify import clients as C
 from dataone_cn_sslverify import probe as P
+from dataone_cn_sslverify import results as R
+from dataone_cn_sslverify import tlsobserve as T
 from harness import ApacheInstance, Pki
 from harness.changes import patch_applied, set_tls12_only
 from harness.instance import REPO_ROOT, SAFE_PATH
@@ -48,9 +51,9 @@ PATH = "/cn/"
 
 # ---------------------------------------------------------------- expected matrix (measured; see README)
 
-ASK12 = (P.HOW_RENEGOTIATION, 200)
-REFUSE12 = (P.HOW_RENEGOTIATION_REFUSED, None)
-PHA13 = (P.HOW_POST_HANDSHAKE, 200)
+ASK12 = (T.HOW_RENEGOTIATION, 200)
+REFUSE12 = (T.HOW_RENEGOTIATION_REFUSED, None)
+PHA13 = (T.HOW_POST_HANDSHAKE, 200)
 NOPHA13 = (None, 403)
 NOT = (None, 200)
 
@@ -66,9 +69,9 @@ API = {
 }
 
 
-def expected(variant: str, p: P.Profile) -> Tuple[Optional[str], Optional[int]]:
+def expected(variant: str, p: C.Profile) -> Tuple[Optional[str], Optional[int]]:
     """(how, status) the measured server gives this row."""
-    if p.kind == P.API:
+    if p.kind == C.API:
         return API[p.client][0 if p.tls == "1.2" else 1]
     if variant == "applied":
         return NOT  # the target pattern exempts every browser family, whatever the TLS stack
@@ -83,7 +86,7 @@ def expected(variant: str, p: P.Profile) -> Tuple[Optional[str], Optional[int]]:
 
 
 def expected_verified(how: Optional[str], status: Optional[int], cert: bool) -> str:
-    if how in (P.HOW_RENEGOTIATION, P.HOW_POST_HANDSHAKE) and status == 200:
+    if how in (T.HOW_RENEGOTIATION, T.HOW_POST_HANDSHAKE) and status == 200:
         return "SUCCESS" if cert else "NONE"
     return "NONE"  # not asked (the header echoes NONE), refused (inferred: none sent), 403 (header)
 
@@ -111,19 +114,19 @@ def servers(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Dict
     assert not any(i.processes() for i in made.values())
 
 
-def run_matrix(inst: ApacheInstance, profiles=None, backend: str = "python") -> List[P.ProbeResult]:
+def run_matrix(inst: ApacheInstance, profiles=None, backend: str = "python") -> List[R.ProbeResult]:
     return P.probe_matrix("127.0.0.1", inst.https_port, inst.server_name, PATH, profiles,
                           client_cert=str(inst.pki.client_cert), client_key=str(inst.pki.client_key),
                           backend=backend, verify_headers=VERIFY, timeout=10)
 
 
 @pytest.fixture(scope="module")
-def matrices(servers: Dict[str, ApacheInstance]) -> Dict[str, List[P.ProbeResult]]:
+def matrices(servers: Dict[str, ApacheInstance]) -> Dict[str, List[R.ProbeResult]]:
     return {name: run_matrix(inst) for name, inst in servers.items()}
 
 
-def table(results: List[P.ProbeResult]) -> str:
-    return "\n" + P.format_table(results)
+def table(results: List[R.ProbeResult]) -> str:
+    return "\n" + R.format_table(results)
 
 
 # ---------------------------------------------------------------- the matrix, row by row
@@ -132,14 +135,14 @@ def table(results: List[P.ProbeResult]) -> str:
 @pytest.mark.parametrize("variant", ["webkit-only", "applied"])
 def test_matrix_rows(matrices, variant):
     results = matrices[variant]
-    assert [r.name for r in results] == [p.name for p in P.matrix_profiles()]
+    assert [r.name for r in results] == [p.name for p in C.matrix_profiles()]
     assert not any(r.skipped for r in results), table(results)  # both TLS versions offered
     for r in results:
         how, status = expected(variant, r.profile)
         want = (r.profile.tls, how is not None, how, status, expected_verified(how, status, r.profile.cert))
         got = (r.tls, r.cert_requested, r.how, r.status, r.verified)
         assert got == want, f"{r.name}: got {got}, want {want}" + table([r])
-        if r.profile.cert and how in (P.HOW_RENEGOTIATION, P.HOW_POST_HANDSHAKE):
+        if r.profile.cert and how in (T.HOW_RENEGOTIATION, T.HOW_POST_HANDSHAKE):
             assert r.cert_sent and r.outcome == "authenticated", table([r])
 
 
@@ -149,13 +152,13 @@ def test_ie11_case_asked_before_not_after(servers, matrices):
     after = {r.name: r for r in matrices["applied"]}
     for name in ("browser-ie11-win7/1.2/nocert", "browser-metacatui-xhr/1.2/nocert"):
         b, a = before[name], after[name]
-        assert b.cert_requested and b.how == P.HOW_RENEGOTIATION_REFUSED and b.status is None, table([b])
+        assert b.cert_requested and b.how == T.HOW_RENEGOTIATION_REFUSED and b.status is None, table([b])
         assert "AH02261" in (b.diagnosis or "")
         assert not a.cert_requested and a.status == 200 and a.works, table([a])
     inst = servers["webkit-only"]
     mark = inst.error_log_mark()
-    r = run_matrix(inst, [P.get_profile("browser-ie11-win7/1.2/nocert")])[0]
-    assert r.how == P.HOW_RENEGOTIATION_REFUSED
+    r = run_matrix(inst, [C.get_profile("browser-ie11-win7/1.2/nocert")])[0]
+    assert r.how == T.HOW_RENEGOTIATION_REFUSED
     assert "AH02261: Re-negotiation handshake failed" in inst.error_log_since(mark)
 
 
@@ -172,25 +175,32 @@ def test_no_pha_clients_get_403_under_tls13(servers, matrices, variant):
     assert by["api-python-requests/1.3/cert"].outcome == "authenticated"
     inst = servers[variant]
     mark = inst.error_log_mark()
-    run_matrix(inst, [P.get_profile("api-java-httpclient/1.3/nocert")])
+    run_matrix(inst, [C.get_profile("api-java-httpclient/1.3/nocert")])
     assert "AH10158: cannot perform post-handshake authentication" in inst.error_log_since(mark)
 
 
-def test_gate(matrices):
-    v = P.gate_apply(matrices["webkit-only"], matrices["applied"])
+def live_gate(inst: ApacheInstance, mode: str = "policy"):
+    from dataone_cn_sslverify import livecheck
+    return livecheck.run(mode, "127.0.0.1", inst.https_port, inst.server_name,
+                         required=["/metacat/servlet/replication"],
+                         trusted=(str(inst.pki.client_cert), str(inst.pki.client_key)), verify_headers=VERIFY)
+
+
+def test_gate(servers):
+    """The live gate on the real server: the promise holds after the change, not before; effects confirmed."""
+    v = live_gate(servers["applied"]).verdict
     assert v.ok, v.problems
-    assert v.summary == "no browser asked (34 rows), no API regression (22 of 32 API rows worked before, all still do)"
-    assert all("failed before too" in w for w in v.warnings) and len(v.warnings) == 10
-    assert P.gate_apply(None, matrices["applied"]).ok
-    v = P.gate_apply(None, matrices["webkit-only"])
-    assert not v.ok and v.summary.startswith("browser asked (browser-ie11-win7/1.2/nocert, ")
-    # and applying the old block again after the change would be caught
-    assert not P.gate_apply(matrices["applied"], matrices["webkit-only"]).ok
+    assert sorted((e.client, e.tls, e.confirmed) for e in v.effects) == [
+        ("api-d1-java", "1.3", True), ("api-go", "1.2", True), ("api-go", "1.3", True),
+        ("api-java-httpclient", "1.3", True), ("api-python-ssl", "1.3", True)]
+    v = live_gate(servers["webkit-only"]).verdict
+    assert not v.ok and v.summary.startswith("browsers asked (browser-ie11-win7/1.2/nocert/reneg, ")
+    assert live_gate(servers["webkit-only"], "original").verdict.ok
 
 
 @pytest.mark.parametrize("variant", ["webkit-only", "applied"])
 def test_openssl_backend_agrees(servers, matrices, variant):
-    rows = P.matrix_profiles(certs=(False,))
+    rows = C.matrix_profiles(certs=(False,))
     got = run_matrix(servers[variant], rows, backend="openssl")
     want = {r.name: r for r in matrices[variant]}
     for r in got:
@@ -202,11 +212,11 @@ def test_openssl_backend_agrees(servers, matrices, variant):
 # ---------------------------------------------------------------- the mitigation
 
 
-def test_mitigation_matrix(matrices):
+def test_mitigation_matrix(servers, matrices):
     results = matrices["mitigated"]
     by = {r.name: r for r in results}
     skipped = sorted(r.name for r in results if r.skipped)
-    assert skipped == sorted(p.name for p in P.matrix_profiles() if p.tls == "1.3"), table(results)
+    assert skipped == sorted(p.name for p in C.matrix_profiles() if p.tls == "1.3"), table(results)
     assert all("does not offer TLS 1.3" in by[n].skipped for n in skipped)
     for r in results:
         if r.skipped:
@@ -214,17 +224,13 @@ def test_mitigation_matrix(matrices):
         how, status = expected("applied", r.profile)
         assert (r.how, r.status) == (how, status), table([r])
     # what clients negotiate now: Java and the DataONE Java client authenticate; Go still refuses renegotiation
-    eff = P._effective(results)
-    assert eff[("api-java-httpclient", True, False)].outcome == "authenticated"
-    assert eff[("api-d1-java", True, False)].outcome == "authenticated"
-    assert eff[("api-go", True, False)].outcome == "failed"
-    v = P.gate_apply(matrices["applied"], results)
+    assert by["api-java-httpclient/1.2/cert"].outcome == "authenticated"
+    assert by["api-d1-java/1.2/cert"].outcome == "authenticated"
+    assert by["api-go/1.2/cert"].outcome == "failed"
+    # the live gate: only Go under TLS 1.2 remains a known effect (it refuses renegotiation)
+    v = live_gate(servers["mitigated"]).verdict
     assert v.ok, v.problems
-    assert [w.split(":")[0] for w in v.warnings] == ["api-go/1.2/nocert", "api-go/1.2/cert"]
-    # the reverse (turning TLS 1.3 back on) breaks Java and the gate says so
-    v = P.gate_apply(results, matrices["applied"])
-    assert not v.ok and any(p.startswith("api-java-httpclient/1.3/cert: authenticated with its certificate before")
-                            for p in v.problems)
+    assert [(e.client, e.tls) for e in v.effects] == [("api-go", "1.2")]
 
 
 OTHER_VHOST = """\
@@ -253,7 +259,7 @@ def raw_get(port: int, sni: Optional[str], host: str, user_agent: str) -> Tuple[
                 if not chunk:
                     break
                 data += chunk
-            return t.version(), P.parse_http_response(data)[0]
+            return t.version(), T.parse_http_response(data)[0]
 
 
 @pytest.mark.parametrize("order", ["cn-first", "other-first"])
@@ -271,7 +277,7 @@ def test_mitigation_per_vhost(tmp_path_factory, pki, order):
         default = "other.example.test" if order == "other-first" else "cn.dataone.test"
         assert f"default server {default} " in dump, dump
         port = inst.https_port
-        hs = {sni: {v: P.handshake("127.0.0.1", port, sni, tls=v) for v in P.TLS_VERSIONS}
+        hs = {sni: {v: P.handshake("127.0.0.1", port, sni, tls=v) for v in C.TLS_VERSIONS}
               for sni in ("cn.dataone.test", "other.example.test", None)}
         # with the CN name in SNI: TLS 1.2 only, whichever vhost is the default
         assert not hs["cn.dataone.test"]["1.3"].ok and "PROTOCOL_VERSION" in (hs["cn.dataone.test"]["1.3"].error or "")
@@ -280,7 +286,7 @@ def test_mitigation_per_vhost(tmp_path_factory, pki, order):
         assert hs["other.example.test"]["1.3"].ok
         # no SNI: the default vhost's protocols
         assert hs[None]["1.3"].ok == (order == "other-first")
-        java = P.get_client("api-java-httpclient").user_agent
+        java = C.get_client("api-java-httpclient").user_agent
         host = f"cn.dataone.test:{port}"
         assert raw_get(port, "cn.dataone.test", host, java) == ("TLSv1.2", 200)
         if order == "cn-first":
@@ -552,12 +558,12 @@ def run_requests(inst: ApacheInstance, ua: str, tls: str, cert: bool, monkeypatc
 def test_real_clients_agree_with_their_profiles(servers, matrices, real_clients, variant, monkeypatch):
     inst = servers[variant]
     by = {r.name: r for r in matrices[variant]}
-    java_ua = P.get_client("api-java-httpclient").user_agent
-    d1_java_ua = P.get_client("api-d1-java").user_agent
-    go_ua = P.get_client("api-go").user_agent
-    cases = [(tls, cert) for tls in P.TLS_VERSIONS for cert in (False, True)]
+    java_ua = C.get_client("api-java-httpclient").user_agent
+    d1_java_ua = C.get_client("api-d1-java").user_agent
+    go_ua = C.get_client("api-go").user_agent
+    cases = [(tls, cert) for tls in C.TLS_VERSIONS for cert in (False, True)]
 
-    def row(client: str, tls: str, cert: bool) -> P.ProbeResult:
+    def row(client: str, tls: str, cert: bool) -> R.ProbeResult:
         return by[f"{client}/{tls}/{'cert' if cert else 'nocert'}"]
 
     t0 = time.monotonic()
@@ -570,10 +576,10 @@ def test_real_clients_agree_with_their_profiles(servers, matrices, real_clients,
             ("api-java-httpclient", java[f"java-{tls}-{cert}"]),
             ("api-d1-java", java[f"d1-{tls}-{cert}"]),
             ("api-go", go[f"go-{tls}-{cert}"]),
-            ("api-python-requests", run_requests(inst, P.get_client("api-python-requests").user_agent, tls, cert, monkeypatch)),
-            ("api-d1-python", run_requests(inst, P.get_client("api-d1-python").user_agent, tls, cert, monkeypatch)),
+            ("api-python-requests", run_requests(inst, C.get_client("api-python-requests").user_agent, tls, cert, monkeypatch)),
+            ("api-d1-python", run_requests(inst, C.get_client("api-d1-python").user_agent, tls, cert, monkeypatch)),
         ]
-        c = inst.request(PATH, user_agent=P.get_client("api-curl").user_agent, cert="trusted" if cert else False, tls=tls)
+        c = inst.request(PATH, user_agent=C.get_client("api-curl").user_agent, cert="trusted" if cert else False, tls=tls)
         checks.append(("api-curl", Real(c.status or None, c.tls_version, c.client_verify, c.stderr[-200:])))
         for client, real in checks:
             r = row(client, tls, cert)
@@ -589,7 +595,7 @@ def test_real_clients_agree_with_their_profiles(servers, matrices, real_clients,
 
 
 def test_real_java_after_the_mitigation_negotiates_tls12_and_authenticates(servers, real_clients):
-    got = run_java(real_clients, servers["mitigated"], [("auto", P.get_client("api-d1-java").user_agent, "auto", True)])
+    got = run_java(real_clients, servers["mitigated"], [("auto", C.get_client("api-d1-java").user_agent, "auto", True)])
     assert (got["auto"].status, got["auto"].tls, got["auto"].verify) == (200, "TLSv1.2", "SUCCESS")
-    got = run_java(real_clients, servers["applied"], [("auto", P.get_client("api-d1-java").user_agent, "auto", True)])
+    got = run_java(real_clients, servers["applied"], [("auto", C.get_client("api-d1-java").user_agent, "auto", True)])
     assert (got["auto"].status, got["auto"].tls) == (403, "TLSv1.3")

@@ -15,7 +15,12 @@ from typing import Dict, Iterator, List, Optional
 
 import pytest
 
+from dataone_cn_sslverify import clients as C
+from dataone_cn_sslverify import gate as G
+from dataone_cn_sslverify import livecheck
 from dataone_cn_sslverify import probe as P
+from dataone_cn_sslverify import results as R
+from dataone_cn_sslverify import tlsobserve as T
 from harness import VARIANTS, ApacheInstance, Pki
 from harness.instance import USER_AGENTS
 
@@ -27,10 +32,22 @@ TLS = ["1.2", "1.3"]
 PATH = "/cn/"
 VERIFY_HEADER = "X-Test-Client-Verify"  # the fixture vhosts echo SSL_CLIENT_VERIFY here
 
-IE11 = P.get_profile("browser-ie11-win7")
-SAFARI = P.get_profile("browser-safari-macos")
-CURL = P.get_profile("api-curl")
-JAVA = P.get_profile("api-java-nopha")
+REPL = "/metacat/servlet/replication"
+
+
+def instrument(client: str, **kw: object) -> C.Profile:
+    """A catalogue client with a stack that answers every request (renegotiation and PHA): requests are visible."""
+    c = C.get_client(client)
+    return C.Profile(client, c.kind, c.user_agent, pha=True, renegotiation=True, client=client, **kw)  # type: ignore[arg-type]
+
+
+IE11 = instrument("browser-ie11-win7")
+SAFARI = instrument("browser-safari-macos")
+CURL = instrument("api-curl", cert=True)
+JAVA = dataclasses.replace(instrument("api-java-httpclient", cert=True), pha=False)
+#: One profile per browser family and the API stacks: the requests each variant makes are visible.
+PROFILES = [instrument(c.id) for c in C.CLIENTS if c.kind == C.BROWSER and c.id != "browser-metacatui-xhr"] + [
+    CURL, instrument("api-python-requests", cert=True), JAVA]
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +74,14 @@ def servers(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Dict
 
 def run(
     inst: ApacheInstance,
-    profile: P.Profile,
+    profile: C.Profile,
     tls: Optional[str],
     backend: str,
     *,
     cert: str = "trusted",
     path: str = PATH,
     **kw: object,
-) -> P.ProbeResult:
+) -> R.ProbeResult:
     pki = inst.pki
     certs = {
         "trusted": (pki.client_cert, pki.client_key),
@@ -89,12 +106,20 @@ def run(
     return result
 
 
-def run_all(inst: ApacheInstance, tls: str, backend: str) -> List[P.ProbeResult]:
-    return [run(inst, p, tls, backend) for p in P.DEFAULT_PROFILES]
+def run_all(inst: ApacheInstance, tls: str, backend: str) -> List[R.ProbeResult]:
+    return [run(inst, p, tls, backend) for p in PROFILES]
 
 
-def row(r: P.ProbeResult) -> str:
-    return P.format_table([r])
+def gate(inst: ApacheInstance, mode: str = G.POLICY, **kw: object) -> livecheck.Outcome:
+    """The live gate against the instance, with the harness's trusted client certificate."""
+    kw.setdefault("required", [REPL])
+    return livecheck.run(mode, "127.0.0.1", inst.https_port, inst.server_name,
+                         trusted=(str(inst.pki.client_cert), str(inst.pki.client_key)),
+                         verify_headers=(VERIFY_HEADER,), **kw)  # type: ignore[arg-type]
+
+
+def row(r: R.ProbeResult) -> str:
+    return R.format_table([r])
 
 
 # ---------------------------------------------------------------- plain-optional
@@ -105,12 +130,19 @@ def row(r: P.ProbeResult) -> str:
 def test_plain_optional_asks_everyone_in_the_handshake(servers, backend, tls):
     results = run_all(servers["plain-optional"], tls, backend)
     for r in results:
-        assert r.tls == tls and r.cert_requested and r.how == P.HOW_HANDSHAKE, row(r)
+        assert r.tls == tls and r.cert_requested and r.how == T.HOW_HANDSHAKE, row(r)
         assert r.status == 200 and r.error is None, row(r)
-    v = P.verdict(results)
-    assert not v.ok
-    assert v.summary.startswith("browser asked (browser-ie11-win7: handshake, ")
-    assert v.summary.endswith(", API client asked")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_plain_optional_fails_the_policy_gate_and_passes_as_an_original(servers, backend):
+    out = gate(servers["plain-optional"], backend=backend)
+    v = out.verdict
+    assert not v.ok and v.summary.startswith("browsers asked (browser-ie11-win7/1.2/nocert/reneg, "), v
+    assert "API clients asked and verified (9 probes)" in v.summary
+    assert all("(handshake)" in p for p in v.problems if "browsers" in p)
+    v = gate(servers["plain-optional"], G.ORIGINAL, backend=backend).verdict
+    assert v.ok, v.problems
 
 
 # ---------------------------------------------------------------- webkit-only (production before the change)
@@ -120,16 +152,16 @@ def test_plain_optional_asks_everyone_in_the_handshake(servers, backend, tls):
 def test_webkit_only_tls12_asks_ie11_by_renegotiation_not_safari(servers, backend):
     inst = servers["webkit-only"]
     ie = run(inst, IE11, "1.2", backend)
-    assert ie.cert_requested and ie.how == P.HOW_RENEGOTIATION, row(ie)
+    assert ie.cert_requested and ie.how == T.HOW_RENEGOTIATION, row(ie)
     assert ie.status == 200 and ie.verified == "NONE" and not ie.cert_sent, row(ie)
-    for name in ("browser-safari-macos", "browser-safari-ios", "browser-chrome-win10"):
-        r = run(inst, P.get_profile(name), "1.2", backend)
+    for name in ("browser-safari-macos", "browser-safari-ios", "browser-chrome"):
+        r = run(inst, instrument(name), "1.2", backend)
         assert not r.cert_requested and r.how is None and r.status == 200, row(r)
-    v = P.verdict(run_all(inst, "1.2", backend))
+    v = gate(inst, backend=backend, required=()).verdict
     assert not v.ok
-    assert v.summary == (
-        "browser asked (browser-ie11-win7: renegotiation, browser-firefox-linux: renegotiation), API client asked"
-    )
+    assert v.summary.startswith(
+        "browsers asked (browser-ie11-win7/1.2/nocert/reneg, browser-metacatui-xhr/1.2/nocert/reneg, "
+        "browser-firefox/1.3/nocert/pha); API clients asked and verified")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -137,14 +169,12 @@ def test_webkit_only_tls13_request_is_visible_only_with_pha(servers, backend):
     inst = servers["webkit-only"]
     # The instrument (offers PHA) sees the request...
     ie = run(inst, IE11, "1.3", backend)
-    assert ie.cert_requested and ie.how == P.HOW_POST_HANDSHAKE and ie.status == 200, row(ie)
+    assert ie.cert_requested and ie.how == T.HOW_POST_HANDSHAKE and ie.status == 200, row(ie)
     # ...a client without PHA sees none, only a 403 -- and the gate still catches it.
     blind = run(inst, dataclasses.replace(IE11, pha=False), "1.3", backend)
     assert not blind.cert_requested and blind.status == 403, row(blind)
     safari = run(inst, SAFARI, "1.3", backend)
     assert not safari.cert_requested and safari.status == 200, row(safari)
-    v = P.verdict([blind, safari, run(inst, CURL, "1.3", backend)])
-    assert not v.ok and v.summary == "browser asked (browser-ie11-win7: 403 without PHA), API client asked"
 
 
 def test_webkit_only_probe_agrees_with_curl(servers):
@@ -162,10 +192,11 @@ def test_webkit_only_probe_agrees_with_curl(servers):
 
 
 @pytest.mark.parametrize("variant", ["webkit-if-else", "webkit-only"])
-def test_old_variants_fail_the_gate_under_both_tls_versions(servers, variant):
-    for tls in TLS:
-        v = P.verdict(run_all(servers[variant], tls, P.default_backend()))
-        assert not v.ok and "browser-ie11-win7" in v.summary, (variant, tls, v)
+def test_old_variants_fail_the_policy_gate_and_pass_as_originals(servers, variant):
+    for mode, ok in ((G.POLICY, False), (G.ORIGINAL, True)):
+        v = gate(servers[variant], mode).verdict
+        assert v.ok is ok, (variant, mode, v)
+        assert ok or "browser-ie11-win7/1.2/nocert/reneg" in v.summary, v
 
 
 # ---------------------------------------------------------------- browser-list (the target)
@@ -177,31 +208,39 @@ def test_browser_list_browsers_not_asked_api_asked(servers, backend, tls):
     results = run_all(servers["browser-list"], tls, backend)
     by = {r.name: r for r in results}
     for r in results:
-        if r.kind == P.BROWSER:
+        if r.kind == C.BROWSER:
             assert not r.cert_requested and r.how is None and r.status == 200 and r.error is None, row(r)
 
     curl = by["api-curl"]
-    want = P.HOW_RENEGOTIATION if tls == "1.2" else P.HOW_POST_HANDSHAKE
+    want = T.HOW_RENEGOTIATION if tls == "1.2" else T.HOW_POST_HANDSHAKE
     assert curl.cert_requested and curl.how == want, row(curl)
     assert curl.cert_sent and curl.status == 200 and curl.verified == "SUCCESS", row(curl)
     assert by["api-python-requests"].how == want and by["api-python-requests"].status == 200
 
-    java = by["api-java-nopha"]
+    java = by["api-java-httpclient"]
     if tls == "1.2":
-        assert java.cert_requested and java.how == P.HOW_RENEGOTIATION and java.status == 200, row(java)
+        assert java.cert_requested and java.how == T.HOW_RENEGOTIATION and java.status == 200, row(java)
     else:  # no PHA under TLS 1.3: never asked, refused (docs/facts.md: AH10158)
         assert not java.cert_requested and java.status == 403, row(java)
 
-    v = P.verdict(results)
-    assert v.ok, v
-    assert v.summary == "browser not asked, API client asked"
-    if tls == "1.3":
-        assert [w.split(":")[0] for w in v.warnings] == ["api-java-nopha"]
-    else:
-        assert v.warnings == ()
-    doc = json.loads(json.dumps(P.results_to_json(results, v)))
-    assert [p["name"] for p in doc["profiles"]] == [p.name for p in P.DEFAULT_PROFILES]
+    doc = json.loads(json.dumps(R.results_to_json(results)))
+    assert [p["name"] for p in doc["profiles"]] == [p.name for p in PROFILES]
     assert {"name", "user_agent", "tls", "cert_requested", "status"} <= set(doc["profiles"][0])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_browser_list_keeps_the_promise(servers, backend):
+    out = gate(servers["browser-list"], backend=backend)
+    v = out.verdict
+    assert v.ok, v.problems
+    assert v.summary == ("no browser asked (8 probes); API clients asked and verified (9 probes); untrusted "
+                         "certificate refused; /metacat/servlet/replication still require a certificate; known "
+                         "effect: 4 API client families cannot use /cn")
+    assert all(e.confirmed for e in v.effects) and out.offered == ("1.2", "1.3")
+    by = {s.check.name: s.result for s in out.seen}
+    assert by["api-curl/1.3/untrusted"].verified == "FAILED" and by["api-curl/1.3/untrusted"].status is None
+    assert by["api-java-httpclient/1.3/cert"].status == 403  # the real stack: the known effect, on the wire
+    assert by["api-java-httpclient/1.3/cert/pha"].verified == "SUCCESS"  # its User-Agent is asked
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -214,7 +253,7 @@ def test_browser_list_tls13_without_pha_gets_403_with_or_without_cert(servers, b
     assert "AH10158" in inst.error_log_since(mark)
     # The same client with PHA is asked and gets in.
     r = run(inst, dataclasses.replace(JAVA, pha=True), "1.3", backend)
-    assert r.how == P.HOW_POST_HANDSHAKE and r.status == 200 and r.verified == "SUCCESS", row(r)
+    assert r.how == T.HOW_POST_HANDSHAKE and r.status == 200 and r.verified == "SUCCESS", row(r)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -243,7 +282,7 @@ def test_browser_list_replication_still_requires_a_certificate(servers, backend)
         r = run(inst, SAFARI, tls, backend, path=path)
         # asked after the request (renegotiation / PHA), no certificate: the
         # server aborts with an alert (handshake_failure / certificate_required)
-        assert r.cert_requested and r.how != P.HOW_HANDSHAKE, row(r)
+        assert r.cert_requested and r.how != T.HOW_HANDSHAKE, row(r)
         assert r.status is None and r.verified == "NONE" and r.alerts and r.error, row(r)
         r = run(inst, CURL, tls, backend, path=path)
         assert r.cert_requested and r.status == 200 and r.verified == "SUCCESS", row(r)
@@ -257,7 +296,7 @@ def test_server_verification_with_ca_file(servers, backend):
     inst = servers["browser-list"]
     ca = str(inst.pki.ca_cert)
     r = run(inst, CURL, None, backend, ca_file=ca)
-    assert r.tls == "1.3" and r.status == 200 and r.how == P.HOW_POST_HANDSHAKE, row(r)
+    assert r.tls == "1.3" and r.status == 200 and r.how == T.HOW_POST_HANDSHAKE, row(r)
     # SNI / Host / name check all use server_name: a name the certificate lacks fails.
     r = P.probe("127.0.0.1", inst.https_port, "wrong.example", PATH, CURL, ca_file=ca, backend=backend)
     assert r.tls is None and r.status is None and "verif" in (r.error or ""), row(r)
@@ -271,16 +310,21 @@ def test_openssl_fallback_is_chosen_and_works_without_the_python_hook(servers, m
     inst = servers["browser-list"]
     r = P.probe("127.0.0.1", inst.https_port, inst.server_name, PATH, dataclasses.replace(CURL, tls="1.3"),
                 client_cert=str(inst.pki.client_pem))
-    assert r.backend == "openssl" and r.how == P.HOW_POST_HANDSHAKE and r.status == 200 and r.verified == "SUCCESS"
+    assert r.backend == "openssl" and r.how == T.HOW_POST_HANDSHAKE and r.status == 200 and r.verified == "SUCCESS"
 
 
-def test_probe_all_and_table(servers):
+def test_table_of_the_gate_rows(servers):
     inst = servers["browser-list"]
-    results = P.probe_all("127.0.0.1", inst.https_port, inst.server_name, PATH, client_cert=str(inst.pki.client_pem))
-    assert [r.name for r in results] == [p.name for p in P.DEFAULT_PROFILES]
-    table = P.format_table(results)
-    assert len(table.splitlines()) == len(results) + 1
-    assert P.verdict(results).ok
+    out = gate(inst)
+    table = R.format_table([s.result for s in out.seen], [s.check.name for s in out.seen])
+    assert len(table.splitlines()) == len(out.seen) + 1
+    assert any(ln.startswith("api-curl/1.2/nocert@/metacat/servlet/replication ") for ln in table.splitlines())
+
+
+def test_unreachable_server_is_its_own_verdict(servers):
+    from harness.instance import free_port
+    out = livecheck.run(G.POLICY, "127.0.0.1", free_port(), "cn.test")
+    assert not out.verdict.ok and not out.verdict.reachable and out.seen == []
 
 
 def test_all_fixture_variants_known():

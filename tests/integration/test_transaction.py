@@ -63,8 +63,9 @@ def test_apply_revert_roundtrip_and_idempotent_apply(apache: ApacheInstance) -> 
     assert_applied_behaviour(apache)
     # The probe results the gate used are in the document.
     asked = {p["name"]: p["cert_requested"] for p in doc["probe"]}
-    assert asked.get("browser-ie11-win7/1.2/nocert") is False and asked.get("api-curl/1.2/nocert") is True, doc["probe"]
-    assert asked.get("api-curl/1.3/nocert") is True and asked.get("browser-chrome/1.3/nocert/pha") is False, doc["probe"]
+    assert asked.get("browser-ie11-win7/1.2/nocert/reneg") is False and asked.get("api-curl/1.2/cert") is True, doc["probe"]
+    assert asked.get("api-curl/1.3/cert") is True and asked.get("browser-chrome/1.3/nocert/pha") is False, doc["probe"]
+    assert doc["gate"]["ok"] and doc["gate"]["mode"] == "policy", doc["gate"]
 
     # A second apply: nothing to do, no backup, no reload (same master, same children).
     backups = backup_files(apache)
@@ -293,7 +294,8 @@ def test_live_check_failure_is_rolled_back(apache: ApacheInstance) -> None:
     assert r.doc["result"] == "rolled-back", r
     probe_step = [s for s in r.steps if s["name"] == "probe"]
     assert len(probe_step) == 1 and not probe_step[0]["ok"], r
-    assert "browser-ie11-win7/1.2/nocert was asked" in probe_step[0]["detail"], r
+    assert "browser-ie11-win7/1.2/nocert/reneg (User-Agent" in probe_step[0]["detail"], r
+    assert "was asked for a client certificate on /cn/ (renegotiation)" in probe_step[0]["detail"], r
     assert "live check failed" in r.doc["message"], r
     # The rollback reloaded: one graceful for the change, one for the rollback.
     assert generations(apache) == gens + 2

@@ -44,7 +44,7 @@ BEGIN = b"# dataone-cn-sslverify: begin (managed; `dataone-cn-sslverify revert` 
 END = b"# dataone-cn-sslverify: end"
 
 #: Every step an apply that changes a running server reports, in order (docs/design.md).
-APPLY_STEPS = ["lock", "configtest", "locate", "plan", "probe-before", "backup", "journal", "write", "configtest",
+APPLY_STEPS = ["lock", "configtest", "locate", "plan", "backup", "journal", "write", "configtest",
                "reload", "probe", "commit"]
 #: The first apply also writes the policy's live copy (a second write step, in the same journal).
 FIRST_APPLY_STEPS = APPLY_STEPS[:APPLY_STEPS.index("write") + 1] + ["write"] + APPLY_STEPS[APPLY_STEPS.index("write") + 1:]
@@ -94,7 +94,8 @@ class Run:
         return list(self.doc.get("steps", []))
 
     def step_names(self) -> List[str]:
-        return [s["name"] for s in self.steps]
+        """The steps, without the live gate's informational "effect" lines (known effects, mitigation)."""
+        return [s["name"] for s in self.steps if s["name"] != "effect"]
 
     def __str__(self) -> str:  # readable assertion messages
         return "$ %s\nexit %s after %.2fs\n--- stderr ---\n%s\n--- stdout ---\n%s" % (

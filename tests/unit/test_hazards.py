@@ -12,9 +12,14 @@ from typing import Dict, List, Optional
 import pytest
 
 from dataone_cn_sslverify import apacheconf as ac
+from dataone_cn_sslverify import checkrun as K
+from dataone_cn_sslverify import clients as C
 from dataone_cn_sslverify import hazards as H
-from dataone_cn_sslverify import policy
+from dataone_cn_sslverify import loaded as L
 from dataone_cn_sslverify import probe as P
+from dataone_cn_sslverify import scope as S
+from harness import VARIANTS
+from dataone_cn_sslverify import policy
 from harness import render_fixture
 
 ROOT = "/etc/apache2"
@@ -52,7 +57,7 @@ def layout(vhost: str, *, modules=("mpm_event", "ssl"), snippet: str = POLICY, e
     return files
 
 
-def view_of(files: Dict[str, str]) -> H.ConfigView:
+def view_of(files: Dict[str, str]) -> L.ConfigView:
     def read(p: str) -> Optional[bytes]:
         return files[p].encode() if p in files else None
 
@@ -62,7 +67,7 @@ def view_of(files: Dict[str, str]) -> H.ConfigView:
         return [pattern] if pattern in files else []
 
     # sites-enabled/cn-ssl.conf is a symlink to sites-available on Debian
-    return H.expand_config(f"{ROOT}/apache2.conf", ROOT, read=read, glob=glob,
+    return L.expand_config(f"{ROOT}/apache2.conf", ROOT, read=read, glob=glob,
                            resolve=lambda p: p.replace("sites-enabled", "sites-available"))
 
 
@@ -132,7 +137,7 @@ class TestExpand:
         view = view_of(layout(text))
         opt = next(e for e in view.entries if e.key == "sslverifyclient" and e.args == ("optional",))
         assert opt.file == SNIPPET and [c.key for c in opt.ctx] == ["virtualhost", "location", "if"]
-        assert H.has_vhost(view, VHOST, vhost_line(text))
+        assert S.has_vhost(view, VHOST, vhost_line(text))
 
     def test_problems_not_exceptions(self):
         files = layout(fixture("webkit-only"), extra={f"{ROOT}/conf-enabled/bad.conf": "<Location /x>\n",
@@ -145,8 +150,8 @@ class TestExpand:
         assert VHOST in view.files
 
     def test_module_names(self):
-        assert H.norm_module("mod_ssl.c") == H.norm_module("ssl_module") == "ssl"
-        assert H.module_names("mpm_event_module", "/x/mod_mpm_event.so") >= {"mpm_event", "event"}
+        assert L.norm_module("mod_ssl.c") == L.norm_module("ssl_module") == "ssl"
+        assert L.module_names("mpm_event_module", "/x/mod_mpm_event.so") >= {"mpm_event", "event"}
 
 
 # ---------------------------------------------------------------- queries
@@ -161,13 +166,13 @@ class TestQueries:
         (["TLSv1.2", "TLSv1.3"], {"TLSv1.3"}),  # a name without +/- replaces (mod_ssl warns)
     ])
     def test_ssl_protocol(self, args, want):
-        assert H.parse_ssl_protocol(args) == want
+        assert S.parse_ssl_protocol(args) == want
 
     def test_effective_tls(self):
         def eff(vhost_extra="", server_extra="", snippet=POLICY):
             text = managed().replace("\tSSLEngine on\n", "\tSSLEngine on\n" + vhost_extra, 1)
             files = layout(text, snippet=snippet, extra={f"{ROOT}/conf-enabled/z.conf": server_extra})
-            return H.effective_tls(H.scoped(view_of(files), VHOST, vhost_line(text)))
+            return S.effective_tls(S.scoped(view_of(files), VHOST, vhost_line(text)))
 
         v, where = eff()
         assert v == {"1.2", "1.3"} and "mods-enabled/ssl.conf:3: SSLProtocol all -SSLv3 (main server)" in where
@@ -178,33 +183,50 @@ class TestQueries:
         assert v == {"1.2"} and "MaxProtocol TLSv1.2" in where
         files = layout(fixture("webkit-only"))
         files[f"{ROOT}/mods-enabled/ssl.conf"] = ""
-        assert H.effective_tls(H.scoped(view_of(files), VHOST, vhost_line(fixture("webkit-only"))))[0] == {"1.2", "1.3"}
+        assert S.effective_tls(S.scoped(view_of(files), VHOST, vhost_line(fixture("webkit-only"))))[0] == {"1.2", "1.3"}
 
     def test_applies(self):
-        loc = H.Ctx("location", ("/cn",), "/cn", "f", 1)
-        assert H.applies([loc], "/cn/v2/object", "") is True
-        assert H.applies([loc], "/cn", "") is True
-        assert H.applies([loc], "/cnx", "") is False
-        assert H.applies([H.Ctx("locationmatch", ("^/cn/v[12]/",), "", "f", 1)], "/cn/v2/object", "") is True
-        assert H.applies([H.Ctx("directory", ("/var/www",), "", "f", 1)], "/cn/", "") is None
+        loc = L.Ctx("location", ("/cn",), "/cn", "f", 1)
+        assert S.applies([loc], "/cn/v2/object", "") is True
+        assert S.applies([loc], "/cn", "") is True
+        assert S.applies([loc], "/cnx", "") is False
+        assert S.applies([L.Ctx("locationmatch", ("^/cn/v[12]/",), "", "f", 1)], "/cn/v2/object", "") is True
+        assert S.applies([L.Ctx("directory", ("/var/www",), "", "f", 1)], "/cn/", "") is None
         cond = '"! ( %{HTTP_USER_AGENT} =~ /(windows|mozilla)/i )"'
-        assert H.applies([loc, H.Ctx("if", (), cond, "f", 2)], "/cn/", "curl/8") is True
-        assert H.applies([loc, H.Ctx("if", (), cond, "f", 2)], "/cn/", "Mozilla/5.0") is False
-        els = H.Ctx("else", (), "", "f", 3, prev=('"%{HTTP_USER_AGENT} =~ /AppleWebKit/"',))
-        assert H.applies([els], "/cn/", "Safari AppleWebKit/605") is False
-        assert H.applies([els], "/cn/", "Java/17") is True
-        assert H.applies([H.Ctx("if", (), '"%{REMOTE_ADDR} == \'1.2.3.4\'"', "f", 1)], "/cn/", "x") is None
+        assert S.applies([loc, L.Ctx("if", (), cond, "f", 2)], "/cn/", "curl/8") is True
+        assert S.applies([loc, L.Ctx("if", (), cond, "f", 2)], "/cn/", "Mozilla/5.0") is False
+        els = L.Ctx("else", (), "", "f", 3, prev=('"%{HTTP_USER_AGENT} =~ /AppleWebKit/"',))
+        assert S.applies([els], "/cn/", "Safari AppleWebKit/605") is False
+        assert S.applies([els], "/cn/", "Java/17") is True
+        assert S.applies([L.Ctx("if", (), '"%{REMOTE_ADDR} == \'1.2.3.4\'"', "f", 1)], "/cn/", "x") is None
 
     def test_asked_on_follows_merge_order(self):
         """webkit-if-else: the vhost-level <If>/<Else> merges after <Location>: it overrides replication's require."""
         text = fixture("webkit-if-else")
-        items = H.scoped(view_of(layout(text)), VHOST, vhost_line(text))
-        assert H.asked_on(items, "/cn/v2/object", "Java/17") == (True, "per-directory")
-        assert H.asked_on(items, "/metacat/servlet/replication", "Safari AppleWebKit/605")[0] is False
+        items = S.scoped(view_of(layout(text)), VHOST, vhost_line(text))
+        assert S.asked_on(items, "/cn/v2/object", "Java/17") == (True, "per-directory")
+        assert S.asked_on(items, "/metacat/servlet/replication", "Safari AppleWebKit/605")[0] is False
         text = fixture("browser-list")
-        items = H.scoped(view_of(layout(text)), VHOST, vhost_line(text))
-        assert H.asked_on(items, "/metacat/servlet/replication", "Safari AppleWebKit/605")[0] is True
-        assert H.asked_on(items, "/cn/", P.get_client("browser-ie11-win7").user_agent)[0] is False
+        items = S.scoped(view_of(layout(text)), VHOST, vhost_line(text))
+        assert S.asked_on(items, "/metacat/servlet/replication", "Safari AppleWebKit/605")[0] is True
+        assert S.asked_on(items, "/cn/", C.get_client("browser-ie11-win7").user_agent)[0] is False
+
+    @pytest.mark.parametrize("variant", VARIANTS)
+    def test_required_paths_come_from_the_config(self, variant):
+        text = fixture(variant)
+        items = S.scoped(view_of(layout(text)), VHOST, vhost_line(text))
+        assert S.required_paths(items) == (["/metacat/servlet/replication"], [])
+        moved = text.replace("/metacat/servlet/replication", "/d1/mn/replicate")
+        items = S.scoped(view_of(layout(moved)), VHOST, vhost_line(moved))
+        assert S.required_paths(items) == (["/d1/mn/replicate"], [])
+
+    def test_sample_path_of_a_section(self):
+        assert S.sample_path(L.Ctx("location", ("/metacat/servlet/replication",), "", "f", 1)) == "/metacat/servlet/replication"
+        assert S.sample_path(L.Ctx("locationmatch", ("^/metacat/servlet/replication",), "", "f", 1)) == "/metacat/servlet/replication"
+        assert S.sample_path(L.Ctx("locationmatch", ("^/d1/(a|b)/x",), "", "f", 1)) is None  # "/d1/" does not match
+        assert S.sample_path(L.Ctx("locationmatch", ("^/d1/(a|b)",), "", "f", 1)) is None
+        assert S.sample_path(L.Ctx("locationmatch", ("replication$",), "", "f", 1)) is None  # unanchored: no path
+        assert S.sample_path(L.Ctx("location", ("/repl*",), "", "f", 1)) is None
 
     def test_default_vhosts(self):
         out = (
@@ -216,7 +238,7 @@ class TestQueries:
             "*:80                   cn.dataone.org (/etc/apache2/sites-enabled/cn-ssl.conf:170)\n"
             "ServerRoot: \"/etc/apache2\"\n"
         )
-        assert H.parse_default_vhosts(out) == {"*:443": ("/etc/apache2/sites-enabled/000-other.conf", 1),
+        assert K.parse_default_vhosts(out) == {"*:443": ("/etc/apache2/sites-enabled/000-other.conf", 1),
                                                "*:80": ("/etc/apache2/sites-enabled/cn-ssl.conf", 170)}
 
 
@@ -319,7 +341,7 @@ class TestBrowserPattern:
 
     def test_plain_optional_asks_every_browser_in_the_handshake(self):
         h = by_id(run(fixture("plain-optional")), "browser-pattern")
-        assert len(h.clients) == len(H.BROWSER_UAS) and "(handshake)" in h.breaks
+        assert len(h.clients) == len(C.BROWSER_USER_AGENTS) and "(handshake)" in h.breaks
 
     def test_snippet_edited_to_drop_a_word(self):
         snippet = POLICY.replace("(windows|chrome|mozilla|safari|webkit)", "(windows|chrome|safari|webkit)")
@@ -350,12 +372,12 @@ class TestOverall:
 
     def test_report(self):
         hz = run(fixture("webkit-only"))
-        rep = H.Report({"file": VHOST, "line": 11, "server_name": "cn", "state": "original:webkit-only"}, hz, None, ["n"])
-        text = H.format_report(rep)
+        rep = K.Report({"file": VHOST, "line": 11, "server_name": "cn", "state": "original:webkit-only"}, hz, None, ["n"])
+        text = K.format_report(rep)
         assert text.splitlines()[0] == f"vhost: {VHOST}:11 cn (original:webkit-only)"
         assert "HAZARD [tls13-no-pha]" in text and "NOTE [tls12-no-renegotiation]" in text
         assert text.endswith("check: 2 hazards, exit 5\n") and "note: n" in text
         doc = rep.to_json()
         assert doc["clean"] is False and doc["exit_code"] == 5 and doc["hazards"][0]["id"] == "tls13-no-pha"
-        clean = H.Report({"file": VHOST, "line": 11, "server_name": None, "state": "applied"}, [], None, [])
-        assert "check: no hazard found" in H.format_report(clean) and clean.to_json()["clean"]
+        clean = K.Report({"file": VHOST, "line": 11, "server_name": None, "state": "applied"}, [], None, [])
+        assert "check: no hazard found" in K.format_report(clean) and clean.to_json()["clean"]

@@ -7,8 +7,11 @@ import socket
 
 import pytest
 
+from dataone_cn_sslverify import clients as C
 from dataone_cn_sslverify import probe as P
-from dataone_cn_sslverify.probe import Event
+from dataone_cn_sslverify import results as R
+from dataone_cn_sslverify import tlsobserve as T
+from dataone_cn_sslverify.tlsobserve import Event
 
 
 def ev(direction, kind, length=0, detail="", version=None):
@@ -87,44 +90,44 @@ TLS13_PHA = TLS13_HANDSHAKE + [
 class TestClassify:
     def test_no_request(self):
         for events, tls in ((TLS12_HANDSHAKE, "1.2"), (TLS13_HANDSHAKE, "1.3"), ([], None)):
-            obs = P.classify(events, tls)
+            obs = T.classify(events, tls)
             assert not obs.cert_requested and obs.how is None and not obs.cert_sent
 
     def test_initial_handshake_tls12(self):
-        obs = P.classify(TLS12_HANDSHAKE_WITH_REQUEST, "1.2")
-        assert obs.cert_requested and obs.how == P.HOW_HANDSHAKE
+        obs = T.classify(TLS12_HANDSHAKE_WITH_REQUEST, "1.2")
+        assert obs.cert_requested and obs.how == T.HOW_HANDSHAKE
         assert not obs.cert_sent  # 7 bytes: empty Certificate message
 
     def test_initial_handshake_tls13(self):
-        obs = P.classify(TLS13_HANDSHAKE_WITH_REQUEST, "1.3")
-        assert obs.how == P.HOW_HANDSHAKE and not obs.cert_sent
+        obs = T.classify(TLS13_HANDSHAKE_WITH_REQUEST, "1.3")
+        assert obs.how == T.HOW_HANDSHAKE and not obs.cert_sent
 
     def test_renegotiation(self):
-        obs = P.classify(TLS12_RENEGOTIATION, "1.2")
-        assert obs.how == P.HOW_RENEGOTIATION and obs.cert_sent
+        obs = T.classify(TLS12_RENEGOTIATION, "1.2")
+        assert obs.how == T.HOW_RENEGOTIATION and obs.cert_sent
 
     def test_post_handshake(self):
-        obs = P.classify(TLS13_PHA, "1.3")
-        assert obs.how == P.HOW_POST_HANDSHAKE and obs.cert_sent
+        obs = T.classify(TLS13_PHA, "1.3")
+        assert obs.how == T.HOW_POST_HANDSHAKE and obs.cert_sent
 
     def test_handshake_complete_needs_both_finished(self):
         # TLS 1.3: the server's Finished comes first; a request before the
         # client's Finished is still part of the handshake.
         events = TLS13_HANDSHAKE[:-1] + [ev("read", "CertificateRequest"), ev("write", "Finished")]
-        assert P.classify(events, "1.3").how == P.HOW_HANDSHAKE
+        assert T.classify(events, "1.3").how == T.HOW_HANDSHAKE
 
     def test_first_request_decides(self):
         events = TLS12_HANDSHAKE_WITH_REQUEST + TLS12_RENEGOTIATION[len(TLS12_HANDSHAKE):]
-        assert P.classify(events, "1.2").how == P.HOW_HANDSHAKE
+        assert T.classify(events, "1.2").how == T.HOW_HANDSHAKE
 
     def test_request_after_handshake_without_hello_request(self):
         events = TLS12_HANDSHAKE + [ev("read", "CertificateRequest")]
-        assert P.classify(events, "1.2").how == P.HOW_RENEGOTIATION
-        assert P.classify(TLS13_HANDSHAKE + [ev("read", "CertificateRequest")], None).how == P.HOW_POST_HANDSHAKE
+        assert T.classify(events, "1.2").how == T.HOW_RENEGOTIATION
+        assert T.classify(TLS13_HANDSHAKE + [ev("read", "CertificateRequest")], None).how == T.HOW_POST_HANDSHAKE
 
     def test_certificate_written_before_request_is_ignored(self):
         events = [ev("write", "Certificate", 900)] + TLS13_HANDSHAKE
-        assert not P.classify(events, "1.3").cert_sent
+        assert not T.classify(events, "1.3").cert_sent
 
     def test_alerts(self):
         events = TLS13_PHA + [
@@ -132,17 +135,17 @@ class TestClassify:
             ev("read", "Alert", 2, "warning close_notify"),
             ev("write", "Alert", 2, "fatal decode_error"),
         ]
-        assert P.classify(events, "1.3").alerts_received == ("fatal unknown_ca",)
+        assert T.classify(events, "1.3").alerts_received == ("fatal unknown_ca",)
 
 
 class TestPythonEvent:
     def test_handshake_messages(self):
-        assert P._python_event("read", 22, b"\x0d\x00\x00\x20" + b"x" * 32) == Event(
+        assert T.python_event("read", 22, b"\x0d\x00\x00\x20" + b"x" * 32) == Event(
             "read", "CertificateRequest", 36
         )
-        assert P._python_event("read", 22, b"\x00\x00\x00\x00").kind == "HelloRequest"
-        assert P._python_event("write", 22, b"\x14" + b"\x00" * 15).kind == "Finished"
-        assert P._python_event("read", 22, b"\x63").kind == "handshake-99"
+        assert T.python_event("read", 22, b"\x00\x00\x00\x00").kind == "HelloRequest"
+        assert T.python_event("write", 22, b"\x14" + b"\x00" * 15).kind == "Finished"
+        assert T.python_event("read", 22, b"\x63").kind == "handshake-99"
 
     def test_enum_arguments(self):
         import ssl
@@ -150,34 +153,34 @@ class TestPythonEvent:
         ctype = getattr(ssl, "_TLSContentType", None)
         if ctype is None:
             pytest.skip("no ssl._TLSContentType on this Python")
-        e = P._python_event("read", ctype.HANDSHAKE, b"\x0d\x00\x00\x00")
+        e = T.python_event("read", ctype.HANDSHAKE, b"\x0d\x00\x00\x00")
         assert e is not None and e.kind == "CertificateRequest"
 
     def test_alert(self):
-        assert P._python_event("read", 21, b"\x02\x30") == Event("read", "Alert", 2, "fatal unknown_ca")
-        assert P._python_event("read", 21, b"\x02\xfa").detail == "fatal 250"
+        assert T.python_event("read", 21, b"\x02\x30") == Event("read", "Alert", 2, "fatal unknown_ca")
+        assert T.python_event("read", 21, b"\x02\xfa").detail == "fatal 250"
 
     def test_ignored(self):
-        assert P._python_event("read", 23, b"GET") is None  # application data
-        assert P._python_event("read", 256, b"\x16\x03\x03\x00\x10") is None  # record header
-        assert P._python_event("read", 22, b"") is None
-        assert P._python_event("read", "bogus", b"\x0d") is None
+        assert T.python_event("read", 23, b"GET") is None  # application data
+        assert T.python_event("read", 256, b"\x16\x03\x03\x00\x10") is None  # record header
+        assert T.python_event("read", 22, b"") is None
+        assert T.python_event("read", "bogus", b"\x0d") is None
 
 
 class TestParseMsgLine:
     def test_handshake(self):
-        assert P.parse_msg_line("<<< TLS 1.3, Handshake [length 002d], CertificateRequest") == Event(
+        assert T.parse_msg_line("<<< TLS 1.3, Handshake [length 002d], CertificateRequest") == Event(
             "read", "CertificateRequest", 0x2D, version="1.3"
         )
-        assert P.parse_msg_line("<<< TLS 1.2, Handshake [length 0004], HelloRequest\n") == Event(
+        assert T.parse_msg_line("<<< TLS 1.2, Handshake [length 0004], HelloRequest\n") == Event(
             "read", "HelloRequest", 4, version="1.2"
         )
-        assert P.parse_msg_line(">>> TLS 1.3, Handshake [length 018a], Certificate") == Event(
+        assert T.parse_msg_line(">>> TLS 1.3, Handshake [length 018a], Certificate") == Event(
             "write", "Certificate", 0x18A, version="1.3"
         )
 
     def test_alert(self):
-        assert P.parse_msg_line("<<< TLS 1.2, Alert [length 0002], fatal unknown_ca") == Event(
+        assert T.parse_msg_line("<<< TLS 1.2, Alert [length 0002], fatal unknown_ca") == Event(
             "read", "Alert", 2, "fatal unknown_ca", "1.2"
         )
 
@@ -190,7 +193,7 @@ class TestParseMsgLine:
             "read R BLOCK",
             "",
         ):
-            assert P.parse_msg_line(line) is None
+            assert T.parse_msg_line(line) is None
 
 
 S_CLIENT_MSGS_TLS13_PHA = """\
@@ -228,19 +231,19 @@ S_CLIENT_MSGS_TLS12_NEGOTIATED = """\
 
 class TestParseSClient:
     def test_pha(self):
-        events, tls, response, error = P.parse_s_client(b"HTTP/1.1 200 OK\r\n\r\nhi", S_CLIENT_MSGS_TLS13_PHA, "", 0)
+        events, tls, response, error = T.parse_s_client(b"HTTP/1.1 200 OK\r\n\r\nhi", S_CLIENT_MSGS_TLS13_PHA, "", 0)
         assert tls == "1.3" and error is None and response.startswith(b"HTTP/1.1 200")
-        obs = P.classify(events, tls)
-        assert obs.how == P.HOW_POST_HANDSHAKE and obs.cert_sent
+        obs = T.classify(events, tls)
+        assert obs.how == T.HOW_POST_HANDSHAKE and obs.cert_sent
 
     def test_version_from_finished_not_server_hello(self):
-        events, tls, _, _ = P.parse_s_client(b"", S_CLIENT_MSGS_TLS12_NEGOTIATED, "", 0)
+        events, tls, _, _ = T.parse_s_client(b"", S_CLIENT_MSGS_TLS12_NEGOTIATED, "", 0)
         assert tls == "1.2"
-        obs = P.classify(events, tls)
-        assert obs.how == P.HOW_RENEGOTIATION and not obs.cert_sent
+        obs = T.classify(events, tls)
+        assert obs.how == T.HOW_RENEGOTIATION and not obs.cert_sent
 
     def test_version_fallback_to_session_summary(self):
-        _, tls, _, _ = P.parse_s_client(b"---\nNew, TLSv1.2, Cipher is ECDHE-RSA-AES256-GCM-SHA384\n", "", "", 0)
+        _, tls, _, _ = T.parse_s_client(b"---\nNew, TLSv1.2, Cipher is ECDHE-RSA-AES256-GCM-SHA384\n", "", "", 0)
         assert tls == "1.2"
 
     def test_openssl_error(self):
@@ -248,35 +251,35 @@ class TestParseSClient:
             "40C7C5F6D27F0000:error:0A000418:SSL routines:ssl3_read_bytes:tlsv1 alert unknown ca:"
             "../ssl/record/rec_layer_s3.c:1586:SSL alert number 48\n"
         )
-        _, tls, _, error = P.parse_s_client(b"", "", stderr, 1)
+        _, tls, _, error = T.parse_s_client(b"", "", stderr, 1)
         assert tls is None and error == "ssl3_read_bytes: tlsv1 alert unknown ca"
 
     def test_connect_error(self):
-        _, _, _, error = P.parse_s_client(b"", "", "connect:errno=111\n", 1)
+        _, _, _, error = T.parse_s_client(b"", "", "connect:errno=111\n", 1)
         assert error == "connect:errno=111"
-        _, _, _, error = P.parse_s_client(b"", "", "", 1)
+        _, _, _, error = T.parse_s_client(b"", "", "", 1)
         assert error == "openssl s_client exited with 1"
 
 
 class TestHttp:
     def test_status_and_headers(self):
-        status, headers = P.parse_http_response(
+        status, headers = T.parse_http_response(
             b"HTTP/1.1 403 Forbidden\r\nDate: x\r\nX-SSL-Client-Verify: NONE\r\n\r\n<html>HTTP/1.1 200 OK</html>"
         )
         assert status == 403 and headers["x-ssl-client-verify"] == "NONE" and headers["date"] == "x"
 
     def test_no_response(self):
-        assert P.parse_http_response(b"") == (None, {})
-        assert P.parse_http_response(b"garbage\r\n") == (None, {})
+        assert T.parse_http_response(b"") == (None, {})
+        assert T.parse_http_response(b"garbage\r\n") == (None, {})
 
     def test_request(self):
-        req = P.build_request("/cn/v2/node", "cn.example.org", 443, "curl/7.88.1")
+        req = T.build_request("/cn/v2/node", "cn.example.org", 443, "curl/7.88.1")
         assert req == (
             b"GET /cn/v2/node HTTP/1.1\r\nHost: cn.example.org\r\nUser-Agent: curl/7.88.1\r\n"
             b"Accept: */*\r\nConnection: close\r\n\r\n"
         )
-        assert b"Host: cn.test:8443\r\n" in P.build_request("/", "cn.test", 8443, "x")
-        assert b"Host: [::1]:8443\r\n" in P.build_request("/", "::1", 8443, "x")
+        assert b"Host: cn.test:8443\r\n" in T.build_request("/", "cn.test", 8443, "x")
+        assert b"Host: [::1]:8443\r\n" in T.build_request("/", "::1", 8443, "x")
 
     @pytest.mark.parametrize(
         "path,name,ua",
@@ -284,52 +287,55 @@ class TestHttp:
     )
     def test_request_rejects_injection(self, path, name, ua):
         with pytest.raises(ValueError):
-            P.build_request(path, name, 443, ua)
+            T.build_request(path, name, 443, ua)
 
 
 class TestProfiles:
-    def test_required_defaults(self):
-        ie = P.get_profile("browser-ie11-win7")
-        assert ie.kind == P.BROWSER and not ie.cert
+    def test_catalogue(self):
+        ie = C.get_profile("browser-ie11-win7/1.2/nocert")
+        assert ie.kind == C.BROWSER and not ie.cert and not ie.pha and not ie.renegotiation
         assert ie.user_agent == "Mozilla/5.0 (Windows NT 6.1; WOW64; Trident/7.0; rv:11.0) like Gecko"
-        curl = P.get_profile("api-curl")
-        assert curl.kind == P.API and curl.pha and curl.cert and curl.user_agent.startswith("curl/")
-        kinds = {(p.kind, p.pha) for p in P.DEFAULT_PROFILES}
-        assert (P.API, False) in kinds  # a client without PHA
-        names = [p.name for p in P.DEFAULT_PROFILES]
-        assert len(names) == len(set(names))
+        curl = C.get_profile("api-curl/1.3/cert")
+        assert curl.kind == C.API and curl.pha and curl.cert and curl.user_agent.startswith("curl/")
+        assert any(c.kind == C.API and not c.pha for c in C.CLIENTS)  # a client without PHA
+        ids = [c.id for c in C.CLIENTS]
+        assert len(ids) == len(set(ids))
         for word in ("Chrome", "Firefox", "Safari"):
-            assert any(word in p.user_agent for p in P.DEFAULT_PROFILES if p.kind == P.BROWSER)
-        assert any(p.user_agent.startswith("python-requests/") for p in P.DEFAULT_PROFILES)
+            assert any(word in c.user_agent for c in C.CLIENTS if c.kind == C.BROWSER)
+        assert any(c.user_agent.startswith("python-requests/") for c in C.CLIENTS)
 
     def test_browser_user_agents_match_the_target_pattern(self):
-        # The design's browser regex; every browser profile must match it and
-        # no API profile may, or the live probe would test the wrong thing.
+        # The design's browser regex; every browser User-Agent of the catalogue must match it
+        # and no API one may, or the live probe would test the wrong thing.
         import re
 
         pattern = re.compile(r"(windows|chrome|mozilla|safari|webkit)", re.I)
-        for p in P.DEFAULT_PROFILES:
-            assert bool(pattern.search(p.user_agent)) == (p.kind == P.BROWSER), p.name
+        for c in C.CLIENTS:
+            assert bool(pattern.search(c.user_agent)) == (c.kind == C.BROWSER), c.id
+        for fam, ua in C.BROWSER_USER_AGENTS:
+            assert pattern.search(ua), fam
 
     def test_validation(self):
         with pytest.raises(ValueError):
-            P.Profile("x", "robot", "ua")
+            C.Profile("x", "robot", "ua")
         with pytest.raises(ValueError):
-            P.Profile("x", P.API, "ua", tls="1.1")
+            C.Profile("x", C.API, "ua", tls="1.1")
         with pytest.raises(ValueError):
-            P.Profile("x", P.API, "ua\n")
+            C.Profile("x", C.API, "ua\n")
         with pytest.raises(KeyError):
-            P.get_profile("nope")
+            C.get_profile("nope")
+        with pytest.raises(KeyError):
+            C.get_profile("api-curl")  # the legacy quick set is gone: one catalogue
 
     def test_frozen(self):
         with pytest.raises(dataclasses.FrozenInstanceError):
-            P.DEFAULT_PROFILES[0].name = "x"  # type: ignore[misc]
+            C.CLIENTS[0].id = "x"  # type: ignore[misc]
 
 
 class TestSClientArgv:
     def test_full(self):
-        prof = dataclasses.replace(P.get_profile("api-curl"), tls="1.3")
-        argv = P.s_client_argv(
+        prof = dataclasses.replace(C.get_profile("api-curl/1.3/cert"), tls="1.3")
+        argv = T.s_client_argv(
             "127.0.0.1", 8443, "cn.test", prof, "/tmp/m", ca_file="ca.crt", client_cert="c.pem", client_key="c.key"
         )
         assert argv[:4] == ["openssl", "s_client", "-connect", "127.0.0.1:8443"]
@@ -349,57 +355,57 @@ class TestSClientArgv:
             assert part in joined
 
     def test_minimal(self):
-        prof = dataclasses.replace(P.get_profile("browser-chrome-win10"), pha=False)
-        argv = P.s_client_argv("::1", 443, "127.0.0.1", prof, "/tmp/m", client_cert="c")
+        prof = dataclasses.replace(C.get_profile("browser-chrome/1.3/nocert"), tls=None)
+        argv = T.s_client_argv("::1", 443, "127.0.0.1", prof, "/tmp/m", client_cert="c")
         assert "[::1]:443" in argv and "-noservername" in argv
         for flag in ("-enable_pha", "-cert", "-tls1_2", "-tls1_3", "-CAfile", "-servername"):
             assert flag not in argv
 
     def test_pinned_tls12(self):
-        argv = P.s_client_argv("h", 1, "n", P.get_profile("browser-ie11-win7"), "/tmp/m")
+        argv = T.s_client_argv("h", 1, "n", C.get_profile("browser-ie11-win7/1.2/nocert"), "/tmp/m")
         assert "-tls1_2" in argv
 
 
 class TestFinish:
-    prof = P.get_profile("api-curl")
+    prof = C.get_profile("api-curl/1.3/cert")
 
     def test_verified_inferred(self):
-        r = P._finish(self.prof, "python", TLS13_PHA, "1.3", b"HTTP/1.1 200 OK\r\n\r\n", None)
+        r = R.finish(self.prof, "python", TLS13_PHA, "1.3", b"HTTP/1.1 200 OK\r\n\r\n", None)
         assert (r.cert_requested, r.how, r.status, r.cert_sent, r.verified, r.error) == (
-            True, P.HOW_POST_HANDSHAKE, 200, True, "SUCCESS", None,
+            True, T.HOW_POST_HANDSHAKE, 200, True, "SUCCESS", None,
         )
-        r = P._finish(self.prof, "python", TLS12_HANDSHAKE_WITH_REQUEST, "1.2", b"HTTP/1.1 200 OK\r\n\r\n", None)
+        r = R.finish(self.prof, "python", TLS12_HANDSHAKE_WITH_REQUEST, "1.2", b"HTTP/1.1 200 OK\r\n\r\n", None)
         assert r.verified == "NONE"
-        r = P._finish(self.prof, "python", TLS13_HANDSHAKE, "1.3", b"HTTP/1.1 403 Forbidden\r\n\r\n", None)
+        r = R.finish(self.prof, "python", TLS13_HANDSHAKE, "1.3", b"HTTP/1.1 403 Forbidden\r\n\r\n", None)
         assert r.verified is None and r.status == 403 and not r.cert_requested
 
     def test_verified_failed_on_alert(self):
         events = TLS13_PHA + [ev("read", "Alert", 2, "fatal unknown_ca")]
-        r = P._finish(self.prof, "openssl", events, "1.3", b"", "ssl3_read_bytes: boom")
+        r = R.finish(self.prof, "openssl", events, "1.3", b"", "ssl3_read_bytes: boom")
         assert r.verified == "FAILED" and r.status is None
         assert r.error == "ssl3_read_bytes: boom (server alert: fatal unknown_ca)"
-        r = P._finish(self.prof, "openssl", events, "1.3", b"", "tlsv1 alert unknown_ca")
+        r = R.finish(self.prof, "openssl", events, "1.3", b"", "tlsv1 alert unknown_ca")
         assert r.error == "tlsv1 alert unknown_ca"
 
     def test_alert_not_repeated_when_error_names_it(self):
         events = TLS13_PHA + [ev("read", "Alert", 2, "fatal unknown_ca")]
-        r = P._finish(self.prof, "python", events, "1.3", b"", "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca")
+        r = R.finish(self.prof, "python", events, "1.3", b"", "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca")
         assert r.error == "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca"
 
     def test_extra_verify_header(self):
         resp = b"HTTP/1.1 200 OK\r\nX-Test-Client-Verify: GENEROUS\r\n\r\n"
-        assert P._finish(self.prof, "python", TLS13_PHA, "1.3", resp, None).verified == "SUCCESS"
-        r = P._finish(self.prof, "python", TLS13_PHA, "1.3", resp, None, ("X-Test-Client-Verify",))
+        assert R.finish(self.prof, "python", TLS13_PHA, "1.3", resp, None).verified == "SUCCESS"
+        r = R.finish(self.prof, "python", TLS13_PHA, "1.3", resp, None, ("X-Test-Client-Verify",))
         assert r.verified == "GENEROUS"
 
     def test_verified_from_header_wins(self):
-        r = P._finish(
+        r = R.finish(
             self.prof, "python", TLS13_PHA, "1.3", b"HTTP/1.1 200 OK\r\nX-SSL-Client-Verify: FAILED:x\r\n\r\n", None
         )
         assert r.verified == "FAILED:x"
 
     def test_no_response_is_an_error(self):
-        r = P._finish(self.prof, "python", TLS13_HANDSHAKE, "1.3", b"", None)
+        r = R.finish(self.prof, "python", TLS13_HANDSHAKE, "1.3", b"", None)
         assert r.error == "no HTTP response" and r.status is None
 
 
@@ -412,14 +418,14 @@ def _closed_port() -> int:
 class TestProbeErrors:
     """No server: failures are reported in the result, never raised."""
 
-    @pytest.mark.parametrize("backend", P.BACKENDS)
+    @pytest.mark.parametrize("backend", T.BACKENDS)
     def test_connection_refused(self, backend):
-        r = P.probe("127.0.0.1", _closed_port(), "cn.test", "/cn", P.get_profile("api-curl"), backend=backend, timeout=5)
+        r = P.probe("127.0.0.1", _closed_port(), "cn.test", "/cn", C.get_profile("api-curl/1.3/cert"), backend=backend, timeout=5)
         assert r.error and r.tls is None and not r.cert_requested and r.status is None and r.backend == backend
 
     def test_missing_openssl(self):
         r = P.probe(
-            "127.0.0.1", 1, "cn.test", "/", P.get_profile("api-curl"), backend="openssl", openssl="no-such-openssl-x"
+            "127.0.0.1", 1, "cn.test", "/", C.get_profile("api-curl/1.3/cert"), backend="openssl", openssl="no-such-openssl-x"
         )
         assert r.error == "no-such-openssl-x: command not found"
 
@@ -427,12 +433,12 @@ class TestProbeErrors:
     def test_bad_client_cert(self, tmp_path):
         bogus = tmp_path / "c.pem"
         bogus.write_text("not a cert")
-        r = P.probe("127.0.0.1", 1, "cn.test", "/", P.get_profile("api-curl"), client_cert=str(bogus), backend="python")
+        r = P.probe("127.0.0.1", 1, "cn.test", "/", C.get_profile("api-curl/1.3/cert"), client_cert=str(bogus), backend="python")
         assert r.error.startswith("client setup:")
 
     def test_unknown_backend(self):
         with pytest.raises(ValueError):
-            P.probe("127.0.0.1", 1, "cn.test", "/", P.get_profile("api-curl"), backend="java")
+            P.probe("127.0.0.1", 1, "cn.test", "/", C.get_profile("api-curl/1.3/cert"), backend="java")
 
     def test_describe(self):
         import ssl
@@ -452,7 +458,7 @@ class TestProbeErrors:
     def test_fallback_when_hook_missing(self, monkeypatch):
         monkeypatch.setattr(P, "_HAS_MSG_CALLBACK", False)
         assert P.default_backend() == "openssl"
-        r = P.probe("127.0.0.1", _closed_port(), "cn.test", "/", P.get_profile("api-curl"), timeout=5)
+        r = P.probe("127.0.0.1", _closed_port(), "cn.test", "/", C.get_profile("api-curl/1.3/cert"), timeout=5)
         assert r.backend == "openssl" and r.error
-        r = P.probe("127.0.0.1", 1, "cn.test", "/", P.get_profile("api-curl"), backend="python")
+        r = P.probe("127.0.0.1", 1, "cn.test", "/", C.get_profile("api-curl/1.3/cert"), backend="python")
         assert r.error.startswith("python backend unavailable") and not r.cert_requested

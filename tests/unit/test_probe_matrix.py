@@ -1,7 +1,7 @@
-"""Unit tests for the client matrix: catalogue, rows, renegotiation refusal, results, and `gate_apply`.
+"""Unit tests for the client matrix: catalogue, rows, renegotiation refusal, results.
 
-The gate is tested on results produced by a small model of what Apache does
-with a per-directory ``SSLVerifyClient optional`` (docs/facts.md, measured in
+Results are produced by a small model of what Apache does with a
+per-directory ``SSLVerifyClient optional`` (docs/facts.md, measured in
 tests/integration/test_matrix.py): a client whose User-Agent the pattern does
 not exempt is asked by renegotiation (TLS 1.2) or post-handshake auth (TLS
 1.3); a client refusing renegotiation gets no answer; one without PHA gets 403.
@@ -18,41 +18,45 @@ from typing import List, Optional, Sequence
 import pytest
 
 from dataone_cn_sslverify import policy
+from dataone_cn_sslverify import clients as C
 from dataone_cn_sslverify import probe as P
-from dataone_cn_sslverify.probe import Event, ProbeResult
+from dataone_cn_sslverify import results as R
+from dataone_cn_sslverify import tlsobserve as T
+from dataone_cn_sslverify.results import ProbeResult
+from dataone_cn_sslverify.tlsobserve import Event
 
 WEBKIT = "webkit"
 TARGET = policy.DEFAULT_PATTERN
 
 
-def model(rows: Sequence[P.Profile], pattern: Optional[str], offered=("1.2", "1.3"), verify="optional") -> List[ProbeResult]:
+def model(rows: Sequence[C.Profile], pattern: Optional[str], offered=("1.2", "1.3"), verify="optional") -> List[ProbeResult]:
     """What the measured server does for each row (pattern None: everyone asked in the handshake)."""
     out = []
     for p in rows:
         if p.tls not in offered:
-            out.append(P.skipped_result(p, f"the server does not offer TLS {p.tls}"))
+            out.append(R.skipped_result(p, f"the server does not offer TLS {p.tls}"))
             continue
         exempt = pattern is not None and re.search(pattern, p.user_agent, re.I) is not None
         if exempt:
             out.append(ProbeResult(p, tls=p.tls, status=200))
         elif pattern is None:
-            out.append(ProbeResult(p, tls=p.tls, cert_requested=True, how=P.HOW_HANDSHAKE, status=200,
+            out.append(ProbeResult(p, tls=p.tls, cert_requested=True, how=T.HOW_HANDSHAKE, status=200,
                                    verified="SUCCESS" if p.cert else "NONE", cert_sent=p.cert))
         elif p.tls == "1.2" and p.renegotiation:
-            out.append(ProbeResult(p, tls="1.2", cert_requested=True, how=P.HOW_RENEGOTIATION, status=200,
+            out.append(ProbeResult(p, tls="1.2", cert_requested=True, how=T.HOW_RENEGOTIATION, status=200,
                                    verified="SUCCESS" if p.cert else "NONE", cert_sent=p.cert))
         elif p.tls == "1.2":
-            out.append(ProbeResult(p, tls="1.2", cert_requested=True, how=P.HOW_RENEGOTIATION_REFUSED,
-                                   error="no HTTP response", diagnosis=P.diagnose(p, "1.2", P.HOW_RENEGOTIATION_REFUSED, None)))
+            out.append(ProbeResult(p, tls="1.2", cert_requested=True, how=T.HOW_RENEGOTIATION_REFUSED,
+                                   error="no HTTP response", diagnosis=R.diagnose(p, "1.2", T.HOW_RENEGOTIATION_REFUSED, None)))
         elif p.pha:
-            out.append(ProbeResult(p, tls="1.3", cert_requested=True, how=P.HOW_POST_HANDSHAKE, status=200,
+            out.append(ProbeResult(p, tls="1.3", cert_requested=True, how=T.HOW_POST_HANDSHAKE, status=200,
                                    verified="SUCCESS" if p.cert else "NONE", cert_sent=p.cert))
         else:
-            out.append(ProbeResult(p, tls="1.3", status=403, diagnosis=P.diagnose(p, "1.3", None, 403)))
+            out.append(ProbeResult(p, tls="1.3", status=403, diagnosis=R.diagnose(p, "1.3", None, 403)))
     return out
 
 
-ROWS = P.matrix_profiles()
+ROWS = C.matrix_profiles()
 
 
 def names(results, outcome):
@@ -61,7 +65,7 @@ def names(results, outcome):
 
 class TestCatalogue:
     def test_families_required_by_the_issue(self):
-        ids = [c.id for c in P.CLIENTS]
+        ids = [c.id for c in C.CLIENTS]
         assert len(ids) == len(set(ids))
         for want in ("browser-ie11-win7", "browser-edge", "browser-chrome", "browser-firefox", "browser-safari-macos",
                      "browser-safari-ios", "browser-metacatui-xhr", "api-curl", "api-python-requests", "api-r-httr",
@@ -70,15 +74,15 @@ class TestCatalogue:
 
     def test_user_agents_and_the_target_pattern(self):
         rx = re.compile(TARGET, re.I)
-        for c in P.CLIENTS:
-            assert bool(rx.search(c.user_agent)) == (c.kind == P.BROWSER), c.id
+        for c in C.CLIENTS:
+            assert bool(rx.search(c.user_agent)) == (c.kind == C.BROWSER), c.id
 
     def test_webkit_pattern_misses_ie_and_firefox(self):
-        missed = [c.id for c in P.CLIENTS if c.kind == P.BROWSER and not re.search(WEBKIT, c.user_agent, re.I)]
+        missed = [c.id for c in C.CLIENTS if c.kind == C.BROWSER and not re.search(WEBKIT, c.user_agent, re.I)]
         assert missed == ["browser-ie11-win7", "browser-firefox", "browser-metacatui-xhr"]
 
     def test_stack_traits(self):
-        by = {c.id: c for c in P.CLIENTS}
+        by = {c.id: c for c in C.CLIENTS}
         assert by["browser-ie11-win7"].max_tls == "1.2" and not by["browser-ie11-win7"].renegotiation
         assert not by["api-go"].renegotiation and not by["api-go"].pha
         assert by["api-java-httpclient"].renegotiation and not by["api-java-httpclient"].pha
@@ -92,16 +96,16 @@ class TestCatalogue:
         assert "not installed" in by["api-r-httr"].behaviour
 
     def test_get_client(self):
-        assert P.get_client("api-go").user_agent == "Go-http-client/1.1"
+        assert C.get_client("api-go").user_agent == "Go-http-client/1.1"
         with pytest.raises(KeyError):
-            P.get_client("nope")
+            C.get_client("nope")
 
 
 class TestMatrixRows:
     def test_rows(self):
         names_ = [p.name for p in ROWS]
         assert len(names_) == len(set(names_)) == 66
-        assert len(P.matrix_profiles(certs=(False,))) == 33
+        assert len(C.matrix_profiles(certs=(False,))) == 33
         ie = [p.name for p in ROWS if p.client == "browser-ie11-win7"]
         assert ie == ["browser-ie11-win7/1.2/nocert", "browser-ie11-win7/1.2/cert"]  # IE11 has no TLS 1.3
         java = [p for p in ROWS if p.client == "api-java-httpclient"]
@@ -111,20 +115,19 @@ class TestMatrixRows:
             assert p.family == p.client and p.note
             assert p.instrument == p.name.endswith("/pha")
             if p.instrument:
-                assert p.kind == P.BROWSER and p.tls == "1.3" and p.pha
-        assert P.get_profile("api-go/1.3/cert").client == "api-go"
-        assert P.get_profile("api-curl").client == ""  # the legacy profiles still resolve
-        assert not P.matrix_profiles(instruments=False)[5].instrument
-        assert all(p.tls == "1.2" for p in P.matrix_profiles(tls_versions=("1.2",)))
+                assert p.kind == C.BROWSER and p.tls == "1.3" and p.pha
+        assert C.get_profile("api-go/1.3/cert").client == "api-go"
+        assert not C.matrix_profiles(instruments=False)[5].instrument
+        assert all(p.tls == "1.2" for p in C.matrix_profiles(tls_versions=("1.2",)))
 
     def test_headers_reach_the_request(self):
-        p = P.get_profile("browser-metacatui-xhr/1.2/nocert")
-        req = P.build_request("/cn/", "cn.example", 443, p.user_agent, p.headers).decode()
+        p = C.get_profile("browser-metacatui-xhr/1.2/nocert")
+        req = T.build_request("/cn/", "cn.example", 443, p.user_agent, p.headers).decode()
         assert "\r\nOrigin: https://search.dataone.org\r\n" in req and req.endswith("Connection: close\r\n\r\n")
         with pytest.raises(ValueError):
-            P.build_request("/cn/", "cn.example", 443, "ua", (("Bad Header", "x"),))
+            T.build_request("/cn/", "cn.example", 443, "ua", (("Bad Header", "x"),))
         with pytest.raises(ValueError):
-            P.Profile("x", P.API, "ua", headers=(("X", "a\r\nb"),))
+            C.Profile("x", C.API, "ua", headers=(("X", "a\r\nb"),))
 
 
 class TestRefusedRenegotiation:
@@ -137,63 +140,63 @@ class TestRefusedRenegotiation:
     def test_classified(self):
         events = self.HANDSHAKE + [Event("read", "HelloRequest", 4), Event("write", "Alert", 2, "warning no_renegotiation"),
                                    Event("read", "Alert", 2, "fatal handshake_failure")]
-        obs = P.classify(events, "1.2")
-        assert obs.cert_requested and obs.how == P.HOW_RENEGOTIATION_REFUSED
+        obs = T.classify(events, "1.2")
+        assert obs.cert_requested and obs.how == T.HOW_RENEGOTIATION_REFUSED
         assert obs.alerts_received == ("fatal handshake_failure",)
 
     def test_accepted_renegotiation_is_not_refused(self):
         events = self.HANDSHAKE + [Event("read", "HelloRequest", 4), Event("write", "ClientHello"),
                                    Event("read", "CertificateRequest")]
-        assert P.classify(events, "1.2").how == P.HOW_RENEGOTIATION
+        assert T.classify(events, "1.2").how == T.HOW_RENEGOTIATION
 
     def test_client_side_settings(self):
-        go = P.get_profile("api-go/1.2/nocert")
-        assert "-no_renegotiation" in P.s_client_argv("h", 1, "n", go, "/m")
-        assert "-no_renegotiation" not in P.s_client_argv("h", 1, "n", P.get_profile("api-curl/1.2/nocert"), "/m")
+        go = C.get_profile("api-go/1.2/nocert")
+        assert "-no_renegotiation" in T.s_client_argv("h", 1, "n", go, "/m")
+        assert "-no_renegotiation" not in T.s_client_argv("h", 1, "n", C.get_profile("api-curl/1.2/nocert"), "/m")
         ctx = P._python_context(go, None, None, None)
         assert ctx.options & P._OP_NO_RENEGOTIATION and not ctx.post_handshake_auth
-        ctx = P._python_context(P.get_profile("api-curl/1.3/nocert"), None, None, None)
+        ctx = P._python_context(C.get_profile("api-curl/1.3/nocert"), None, None, None)
         assert not ctx.options & P._OP_NO_RENEGOTIATION and ctx.post_handshake_auth
         assert ctx.maximum_version == ssl.TLSVersion.TLSv1_3
 
     def test_diagnosis(self):
-        go = P.get_profile("api-go/1.2/nocert")
-        assert "AH02261" in P.diagnose(go, "1.2", P.HOW_RENEGOTIATION_REFUSED, None)
-        java = P.get_profile("api-java-httpclient/1.3/nocert")
-        assert "AH10158" in P.diagnose(java, "1.3", None, 403)
-        assert P.diagnose(P.get_profile("api-curl/1.3/nocert"), "1.3", None, 403) is None  # PHA: a 403 is the app's
-        assert "421" in P.diagnose(java, "1.3", None, 421)
-        assert P.diagnose(java, "1.2", P.HOW_RENEGOTIATION, 200) is None
+        go = C.get_profile("api-go/1.2/nocert")
+        assert "AH02261" in R.diagnose(go, "1.2", T.HOW_RENEGOTIATION_REFUSED, None)
+        java = C.get_profile("api-java-httpclient/1.3/nocert")
+        assert "AH10158" in R.diagnose(java, "1.3", None, 403)
+        assert R.diagnose(C.get_profile("api-curl/1.3/nocert"), "1.3", None, 403) is None  # PHA: a 403 is the app's
+        assert "421" in R.diagnose(java, "1.3", None, 421)
+        assert R.diagnose(java, "1.2", T.HOW_RENEGOTIATION, 200) is None
 
 
 class TestResults:
     def test_outcomes(self):
-        p = P.get_profile("api-curl/1.2/cert")
+        p = C.get_profile("api-curl/1.2/cert")
         assert ProbeResult(p, tls="1.2", status=200, verified="SUCCESS").outcome == "authenticated"
         assert ProbeResult(p, tls="1.2", status=404).outcome == "ok"
         assert ProbeResult(p, tls="1.3", status=403).outcome == "refused"
         assert ProbeResult(p, tls="1.3", status=421).outcome == "refused"
         assert ProbeResult(p, tls="1.2", status=502).outcome == "refused"
         assert ProbeResult(p, tls="1.2").outcome == "failed"
-        assert P.skipped_result(p, "x").outcome == "skipped"
-        assert not P.skipped_result(p, "x").works
+        assert R.skipped_result(p, "x").outcome == "skipped"
+        assert not R.skipped_result(p, "x").works
 
     def test_json_round_trip(self):
         results = model(ROWS, WEBKIT)
-        doc = json.loads(json.dumps(P.results_to_json(results, P.gate_apply(None, results), target={"port": 1})))
+        doc = json.loads(json.dumps(R.results_to_json(results, {"ok": False}, target={"port": 1})))
         assert doc["target"] == {"port": 1} and "verdict" in doc
-        again = P.results_from_json(doc)
+        again = R.results_from_json(doc)
         assert [r.to_json() for r in again] == [r.to_json() for r in results]
-        legacy = P.results_from_json(P.results_to_json([ProbeResult(P.get_profile("api-curl"), tls="1.3", status=200)]))
-        assert legacy[0].profile.family == "api-curl" and legacy[0].profile.client == ""
+        lone = R.results_from_json(R.results_to_json([ProbeResult(C.Profile("lone", C.API, "ua"), tls="1.3", status=200)]))
+        assert lone[0].profile.family == "lone" and lone[0].profile.client == ""
         with pytest.raises(ValueError):
-            P.results_from_json({"nope": 1})
+            R.results_from_json({"nope": 1})
 
     def test_legend(self):
-        text = P.format_legend(model(ROWS, TARGET))
-        assert text.startswith("clients:\n") and text.count("\n") == len(P.CLIENTS) + 1
+        text = R.format_legend(model(ROWS, TARGET))
+        assert text.startswith("clients:\n") and text.count("\n") == len(C.CLIENTS) + 1
         assert "browser-ie11-win7: Internet Explorer 11 on Windows 7; SChannel" in text
-        assert P.format_legend([]) == ""
+        assert R.format_legend([]) == ""
 
 
 class TestProbeMatrixSkips:
@@ -202,96 +205,17 @@ class TestProbeMatrixSkips:
             "1.2": P.Handshake(True, "1.2"), "1.3": P.Handshake(False, error="protocol version")})
         seen = []
         monkeypatch.setattr(P, "probe", lambda host, port, sni, path, p, **kw: seen.append(p.name) or ProbeResult(p, tls=p.tls, status=200))
-        rows = P.matrix_profiles(clients=[P.get_client("api-java-httpclient")], certs=(False,))
+        rows = C.matrix_profiles(clients=[C.get_client("api-java-httpclient")], certs=(False,))
         out = P.probe_matrix("127.0.0.1", 1, "cn", "/cn/", rows)
         assert seen == ["api-java-httpclient/1.2/nocert"]
         assert out[1].skipped and "does not offer TLS 1.3" in out[1].skipped and "protocol version" in out[1].skipped
 
     def test_unreachable_server_probes_every_row(self, monkeypatch):
         monkeypatch.setattr(P, "server_tls_versions", lambda *a, **k: {
-            v: P.Handshake(False, error="refused") for v in P.TLS_VERSIONS})
+            v: P.Handshake(False, error="refused") for v in C.TLS_VERSIONS})
         monkeypatch.setattr(P, "probe", lambda host, port, sni, path, p, **kw: ProbeResult(p, error="refused"))
         out = P.probe_matrix("127.0.0.1", 1, "cn", "/cn/")
         assert len(out) == 33 and all(r.skipped is None and r.error for r in out)  # no --cert: no cert rows
-
-
-class TestGateApply:
-    def test_issue_case_webkit_only_to_target(self):
-        before, after = model(ROWS, WEBKIT), model(ROWS, TARGET)
-        # the IE11 case that motivated the change: asked (and refused) before, not asked after
-        ie_b = {r.name: r for r in before}["browser-ie11-win7/1.2/nocert"]
-        ie_a = {r.name: r for r in after}["browser-ie11-win7/1.2/nocert"]
-        assert ie_b.how == P.HOW_RENEGOTIATION_REFUSED and not ie_a.cert_requested and ie_a.status == 200
-        v = P.gate_apply(before, after)
-        assert v.ok, v.problems
-        assert v.summary.startswith("no browser asked (34 rows), no API regression")
-        # Java/Go/bare Python under TLS 1.3 and Go under TLS 1.2 fail before and after: warnings, not problems
-        assert all("failed before too" in w for w in v.warnings)
-        assert sorted({w.split("/")[0] for w in v.warnings}) == ["api-d1-java", "api-go", "api-java-httpclient",
-                                                                  "api-python-ssl"]
-        # the original block fails the gate on its own
-        v = P.gate_apply(None, before)
-        assert not v.ok and "browser-ie11-win7/1.2/nocert was asked for a client certificate (renegotiation-refused" in v.problems[0]
-        assert any(p.startswith("browser-firefox/1.3/nocert: 403 under TLS 1.3") for p in v.problems)
-
-    def test_without_before_api_clients_that_can_be_asked_must_be(self):
-        v = P.gate_apply(None, model(ROWS, TARGET))
-        assert v.ok and v.summary.endswith("API clients asked")
-        v = P.gate_apply(None, model(ROWS, TARGET + "|curl"))
-        assert not v.ok and v.summary.endswith(
-            "API client not asked (api-curl/1.2/nocert, api-curl/1.2/cert, api-curl/1.3/nocert, api-curl/1.3/cert, "
-            "api-r-httr/1.2/nocert, api-r-httr/1.2/cert, api-r-httr/1.3/nocert, api-r-httr/1.3/cert)")
-
-    def test_api_client_losing_certificate_authentication_is_a_regression(self):
-        v = P.gate_apply(model(ROWS, TARGET), model(ROWS, TARGET + "|python"))
-        assert not v.ok
-        assert any(p.startswith("api-python-requests/1.2/cert: authenticated with its certificate before") for p in v.problems)
-        assert not any("nocert" in p for p in v.problems)  # still answered: anonymous access works
-
-    def test_browser_asked_after(self):
-        v = P.gate_apply(model(ROWS, WEBKIT), model(ROWS, None))
-        assert not v.ok and any("browser-chrome/1.2/nocert was asked for a client certificate (handshake" in p
-                                for p in v.problems)
-
-    def test_mitigation_tls12_only(self):
-        """TLS 1.3 turned off after: rows skipped; per client, what it negotiates now works at least as well."""
-        before, after = model(ROWS, TARGET), model(ROWS, TARGET, offered=("1.2",))
-        v = P.gate_apply(before, after)
-        assert v.ok, v.problems
-        eff = P._effective(r for r in after if r.kind == P.API)
-        assert eff[("api-java-httpclient", True, False)].outcome == "authenticated"
-
-    def test_enabling_tls13_breaks_clients_without_pha(self):
-        before, after = model(ROWS, TARGET, offered=("1.2",)), model(ROWS, TARGET)
-        v = P.gate_apply(before, after)
-        assert not v.ok
-        assert any(p.startswith("api-java-httpclient/1.3/cert: authenticated with its certificate before (TLS 1.2)")
-                   and p.endswith("[as negotiated]") for p in v.problems)
-
-    def test_revert_keeps_the_api_rule_only(self):
-        v = P.gate_apply(model(ROWS, TARGET), model(ROWS, WEBKIT), browsers_unasked=False)
-        assert v.ok and v.summary.startswith("browser asked (browser-ie11-win7/1.2/nocert, ")
-        assert v.warnings[0].startswith("browser-ie11-win7/1.2/nocert was asked for a client certificate")
-        v = P.gate_apply(model(ROWS, TARGET), model(ROWS, WEBKIT + "|java"), browsers_unasked=False)
-        assert not v.ok and all(p.startswith(("api-java-httpclient/1.2/cert", "api-d1-java/1.2/cert")) for p in v.problems)
-
-    def test_inconclusive_and_empty(self):
-        v = P.gate_apply(None, [])
-        assert not v.ok and v.problems == ("no browser profile was probed", "no API profile was probed")
-        ie = P.get_profile("browser-ie11-win7/1.2/nocert")
-        v = P.gate_apply(None, [ProbeResult(ie, error="timeout")] + model(P.matrix_profiles(
-            clients=[P.get_client("api-curl")]), TARGET))
-        assert not v.ok and v.problems == ("browser-ie11-win7/1.2/nocert: inconclusive, no TLS handshake: timeout",)
-
-    def test_rows_missing_after_are_warnings(self):
-        before = model(ROWS, TARGET)
-        after = [r for r in model(ROWS, TARGET) if r.profile.client != "api-curl"]
-        v = P.gate_apply(before, after)
-        assert v.ok and any(w.startswith("api-curl/1.3/nocert: worked before, not probed after") for w in v.warnings)
-
-    def test_legacy_verdict_ignores_skipped_rows(self):
-        rows = model(ROWS, TARGET, offered=("1.2",))
-        assert P.verdict(rows).ok and P.verdict(rows).summary == "browser not asked, API client asked"
 
 
 def test_instrument_rows_reveal_what_real_browsers_cannot_see():
@@ -299,5 +223,5 @@ def test_instrument_rows_reveal_what_real_browsers_cannot_see():
     rows = model(ROWS, WEBKIT)
     by = {r.name: r for r in rows}
     assert by["browser-firefox/1.3/nocert"].outcome == "refused"
-    assert by["browser-firefox/1.3/nocert/pha"].how == P.HOW_POST_HANDSHAKE
+    assert by["browser-firefox/1.3/nocert/pha"].how == T.HOW_POST_HANDSHAKE
     assert dataclasses.asdict(by["browser-chrome/1.3/nocert/pha"])["cert_requested"] is False
