@@ -76,7 +76,9 @@ def install() -> None:
     locate.locate = timed(const("locate: read + parse + assess loaded files"), locate.locate)
     policy.plan_apply = timed(const("plan (policy)"), policy.plan_apply)
     policy.plan_revert = timed(const("plan (policy)"), policy.plan_revert)
-    transaction.atomic_write = timed(const("write vhost (atomic, fsync)"), transaction.atomic_write)
+    for name in ("cas_write", "atomic_write"):  # the transaction's vhost write (compare-and-swap, fsync)
+        if hasattr(transaction, name):
+            setattr(transaction, name, timed(const("write vhost (atomic, fsync)"), getattr(transaction, name)))
     for meth in ("backup", "write_journal", "save_block", "lock", "prune", "clear_journal", "load_block", "drop_block"):
         if hasattr(store.Store, meth):
             setattr(store.Store, meth, timed(const(f"store: {meth}"), getattr(store.Store, meth)))
