@@ -26,15 +26,6 @@ from transaction_support import (
 
 pytestmark = pytest.mark.integration
 
-#: The live check that verifies the policy's promise (issue 12, the gate half) reports what
-#: per-directory verification costs clients without PHA or renegotiation as a known effect;
-#: the before/after gate calls it a regression and rolls back. Strict: passing under the
-#: before/after gate fails the run, so the marker cannot outlive its reason.
-NEEDS_PROMISE_GATE = pytest.mark.xfail(
-    not hasattr(__import__("dataone_cn_sslverify.livecheck", fromlist=["x"]), "run_for_vhost"), strict=True,
-    reason="needs the live check of the policy's promise (the before/after gate rolls back the TLS 1.3 and "
-           "plain-optional effects)")
-
 OPT_IN = (b"#SSLProtocol -all +TLSv1.2", b"SSLProtocol -all +TLSv1.2")
 SHIPPED = (Path(__file__).resolve().parents[2] / "conf" / "cn-sslverify.conf").read_bytes()
 
@@ -225,7 +216,6 @@ def _shape(name: str, inst_factory: Callable[..., ApacheInstance]) -> ApacheInst
     return inst
 
 
-@NEEDS_PROMISE_GATE
 @pytest.mark.parametrize("shape", ["browser-list", "target-reneg"])
 def test_tls12_opt_in_on_the_inline_production_shape_by_adopt_and_revert_gives_it_back(
         apache_instance_factory: Callable[..., ApacheInstance], shape: str) -> None:
@@ -262,7 +252,6 @@ def assert_applied_behaviour_tls12(inst: ApacheInstance) -> None:
     assert_asked(inst, CURL_UA, "1.2")
 
 
-@NEEDS_PROMISE_GATE
 def test_commented_if_else_shape_keeps_its_comments_and_reverts_byte_identical(
         apache_instance_factory: Callable[..., ApacheInstance]) -> None:
     inst = _shape("commented-ifelse", apache_instance_factory)
