@@ -51,21 +51,21 @@ def cache_key(vhost_bytes: bytes, snippet_bytes: bytes, paths: Sequence[str]) ->
 def measure(host: str, port: int, sni: str, replication_paths: Sequence[str], tls12_only: bool,
             timeout: float = 5.0) -> LiveSeen:
     """Probe the few behaviours (concurrently, through `probe.probe_matrix`)."""
-    from . import probe  # the network edge: only with --live
+    from . import clients, probe  # the network edge: only with --live
 
     target = f"{host}:{port} (SNI {sni})"
-    rows = [probe.get_profile(n) for n in BROWSER_ROWS + API_ROWS]
+    rows = [clients.get_profile(n) for n in BROWSER_ROWS + API_ROWS]
     cn = probe.probe_matrix(host, port, sni, "/cn/", rows, timeout=timeout)
     probed = [r for r in cn if r.skipped is None]
     if not any(r.tls is not None for r in probed):
         errs = sorted({r.error or "no TLS handshake" for r in probed})
         return LiveSeen(target=target, error="; ".join(errs)[:300] or "no TLS handshake")
-    browsers = [r for r in probed if r.kind == probe.BROWSER]
-    apis = [r for r in probed if r.kind == probe.API]
+    browsers = [r for r in probed if r.kind == clients.BROWSER]
+    apis = [r for r in probed if r.kind == clients.API]
     asked = tuple(r.name for r in browsers if r.cert_requested
                   or (r.tls == "1.3" and not r.profile.pha and r.status == 403))
     not_asked = tuple(r.name for r in apis if not r.cert_requested)
-    rep_profile = probe.get_profile(REPLICATION_ROW)
+    rep_profile = clients.get_profile(REPLICATION_ROW)
     open_paths: List[str] = []
     for path in replication_paths:
         r = probe.probe_matrix(host, port, sni, path, [rep_profile], timeout=timeout)[0]
