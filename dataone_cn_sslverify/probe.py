@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
 from .clients import TLS_VERSIONS, Profile, matrix_profiles
+from . import sslcompat
 from .results import ProbeResult, finish, skipped_result
 from .tlsobserve import BACKENDS, Event, build_request, is_ip, norm_tls, parse_s_client, python_event, s_client_argv
 
@@ -307,28 +308,13 @@ def _no_exchange(error: str) -> _Raw:
     """What a backend reports when it could not even start: no messages, no version, no response."""
     return [], None, b"", error
 
-# OpenSSL's option bits (ssl.OP_NO_TLSv1_3 is missing before Python 3.7).
-_OP_NO = {"1.0": getattr(ssl, "OP_NO_TLSv1", 0x04000000), "1.1": getattr(ssl, "OP_NO_TLSv1_1", 0x10000000),
-          "1.2": getattr(ssl, "OP_NO_TLSv1_2", 0x08000000), "1.3": getattr(ssl, "OP_NO_TLSv1_3", 0x20000000)}
+_OP_NO_RENEGOTIATION = sslcompat.OP_NO_RENEGOTIATION
 
 
 def _pin(ctx: ssl.SSLContext, tls: Optional[str]) -> None:
-    """Speak only TLS ``tls`` ("1.2"/"1.3"), or at least TLS 1.2 when None.
-
-    ``minimum_version``/``maximum_version`` where Python has them (3.7+;
-    the option bits are deprecated there), the option bits on Python 3.6.
-    """
-    versions = getattr(ssl, "TLSVersion", None)
-    if versions is not None:
-        ctx.minimum_version = versions.TLSv1_3 if tls == "1.3" else versions.TLSv1_2
-        if tls is not None:
-            ctx.maximum_version = versions.TLSv1_3 if tls == "1.3" else versions.TLSv1_2
-        return
-    for version, bit in _OP_NO.items():  # pragma: no cover - Python 3.6
-        if version in ("1.0", "1.1") or (tls is not None and version != tls):
-            ctx.options |= bit
-# ssl.OP_NO_RENEGOTIATION exists since Python 3.7 with OpenSSL >= 1.1.0h; the value is OpenSSL's.
-_OP_NO_RENEGOTIATION = getattr(ssl, "OP_NO_RENEGOTIATION", 0x40000000)
+    """Speak only TLS ``tls`` ("1.2"/"1.3"), or at least TLS 1.2 when None (`sslcompat`: Python 3.6 too)."""
+    pin = sslcompat.TLSv1_3 if tls == "1.3" else sslcompat.TLSv1_2
+    sslcompat.set_range(ctx, minimum=pin, maximum=pin if tls is not None else None)
 
 
 def _python_context(
