@@ -209,8 +209,13 @@ def _children(pid: int) -> Dict[int, int]:
 @dataclass
 class Reload:
     ok: bool
-    how: str  # "graceful" | "systemd" | "skipped: not running"
+    how: str  # "graceful" | "systemd" | "invoke-rc.d" | "skipped" (not running) | "denied" (policy-rc.d)
     detail: str
+
+    @property
+    def done(self) -> bool:
+        """Did Apache load the configuration anew (False: skipped or denied, and ok)?"""
+        return self.ok and self.how not in ("skipped", "denied")
 
 
 def graceful(wait: float = 30.0) -> Reload:
@@ -227,10 +232,14 @@ def graceful(wait: float = 30.0) -> Reload:
         res = _result(proc.run(["systemctl", "reload", unit], env=environment(), merge_stderr=True, timeout=120))
         how = "systemd"
     else:  # no systemd, or an Apache started outside its unit (systemctl would refuse to reload it)
-        res = run(["graceful"])
-        how = "graceful"
+        res, how = run(["graceful"]), "graceful"
     if not res.ok:
         return Reload(False, how, f"{' '.join(res.argv)} failed: {res.first_error}")
+    return _wait_new_generation(before, how, wait)
+
+
+def _wait_new_generation(before: "set[int]", how: str, wait: float) -> Reload:
+    """After a reload command succeeded: wait until a child of the new generation exists."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         now = master_pid()
@@ -243,6 +252,69 @@ def graceful(wait: float = 30.0) -> Reload:
             return Reload(True, how, f"new generation serving (pid {now}, {len(fresh)} new children){extra}")
         time.sleep(0.05)
     return Reload(False, how, f"no new generation of children within {wait:.0f}s")
+
+
+# --- Service control: by hand, or from a maintainer script ---------------------
+
+
+class ServiceControl:
+    """How the transaction reloads or starts Apache (the one seam it calls).
+
+    By hand (`BY_HAND`): the graceful path above; an operator's `apply`
+    reloads. From a maintainer script (`MAINTAINER`): Debian Policy 9.3.3
+    wants every service action through ``invoke-rc.d``, which asks
+    ``policy-rc.d`` (chroots, image builds, piuparts forbid actions there).
+    """
+
+    name = "by hand"
+
+    def reload(self) -> Reload:
+        return graceful()
+
+    def start(self) -> Reload:
+        res = run(["start"])
+        return Reload(res.ok, "apache2ctl start", "started" if res.ok else res.first_error)
+
+
+class InvokeRcD(ServiceControl):
+    """``invoke-rc.d --disclose-deny apache2 ACTION``: exit 101 means policy-rc.d denied it.
+
+    invoke-rc.d interprets policy-rc.d itself (we keep no copy of its exit
+    codes); ``--disclose-deny`` only makes a denial visible as 101 instead of 0,
+    so that we do not claim a reload that did not happen. The init script (or
+    systemd unit) it runs honours ``APACHE_CONFDIR``.
+    """
+
+    name = "invoke-rc.d"
+    service = "apache2"
+
+    def _invoke(self, action: str) -> Optional[Reload]:
+        """None when invoke-rc.d did the action, else what stopped it (denied, or failed)."""
+        r = proc.run(["invoke-rc.d", "--disclose-deny", self.service, action], env=environment(), merge_stderr=True,
+                     timeout=180)
+        if r.returncode == 101:
+            return Reload(True, "denied", f"policy-rc.d denied {action} of {self.service} (invoke-rc.d exit 101)")
+        if not r.ok:
+            said = r.error or _result(r).first_error
+            return Reload(False, self.name, f"{r.command} failed"
+                          + (f" (exit {r.returncode})" if r.returncode is not None else "") + (f": {said}" if said else ""))
+        return None
+
+    def reload(self) -> Reload:
+        pid = master_pid()
+        if pid is None:
+            return Reload(True, "skipped", "Apache is not running; the change takes effect at its next start")
+        before = set(_children(pid))
+        verdict = self._invoke("reload")
+        return verdict if verdict is not None else _wait_new_generation(before, self.name, 30.0)
+
+    def start(self) -> Reload:
+        verdict = self._invoke("start")
+        return verdict if verdict is not None else Reload(True, self.name, "started")
+
+
+BY_HAND = ServiceControl()
+MAINTAINER = InvokeRcD()
 
 
 #: How long to wait for the old generation to let go of the listeners. An old child
@@ -260,42 +332,6 @@ def _wait_gone(master: int, old: "set[int]", grace: float) -> "set[int]":
         time.sleep(0.05)
         left = old & set(_children(master))
     return left
-
-
-# --- Service actions from maintainer scripts (dataone_cn_sslverify.maint) ------
-# Debian's policy layer for service actions from package scripts: a chroot, a
-# container image build or piuparts installs a policy-rc.d that forbids them.
-# The command an operator runs by hand does not ask (an operator's `apply`
-# reloads); only maint.py does.
-
-POLICY_RC_D = "/usr/sbin/policy-rc.d"
-
-
-def service_action_allowed(action: str = "reload", service: str = "apache2") -> Tuple[bool, str]:
-    """May a maintainer script run ``service action`` now?  Returns (allowed, why).
-
-    Asks ``$DPKG_ROOT/usr/sbin/policy-rc.d SERVICE ACTION`` (or the file named
-    by ``DATAONE_CN_SSLVERIFY_POLICY_RC_D``, for tests) and reads its exit
-    status the way invoke-rc.d(8) does: no executable helper, 0, 104, and
-    1/105 ("behaviour undefined") allow; 101 forbids; 106 (do a fallback
-    action instead) is treated as forbidden, because we never substitute a
-    restart or a start for a reload; anything else is an error and forbids.
-    """
-    helper = os.environ.get("DATAONE_CN_SSLVERIFY_POLICY_RC_D") or os.environ.get("DPKG_ROOT", "") + POLICY_RC_D
-    if not os.access(helper, os.X_OK):
-        return True, f"no {helper}"
-    p = proc.run([helper, service, action], env=environment(), merge_stderr=True, timeout=60)
-    if p.returncode is None:
-        return False, f"{helper} {service} {action} failed to run ({p.error})"
-    said = p.stdout.strip()
-    rc = p.returncode
-    if rc in (0, 1, 104, 105):
-        return True, f"{helper} allows {action} of {service} (exit {rc})"
-    if rc == 101:
-        return False, f"{helper} forbids {action} of {service} (exit 101)"
-    if rc == 106:
-        return False, f"{helper} asks for {said or 'another action'} instead of {action} of {service} (exit 106)"
-    return False, f"{helper} {service} {action}: unexpected exit status {rc}" + (f" ({said})" if said else "")
 
 
 # --- Where the server listens (for the live check) ------------------------------

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import __version__
 from . import apacheconf as ac
-from . import apachectl, clients, display, locate, paths, policy, snippet
+from . import apachectl, clients, display, hoststate, locate, optout, paths, policy, snippet
 from .errors import ExitCode, Refused, SslVerifyError
 from .store import LockTimeout, Store
 
@@ -134,10 +134,22 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
     out.debug(f"found through: {loc.source}")
     pol = _policy_doc()
     out.line(f"policy: {pol['file']} -> {pol['live']}: {pol['status']}")
-    backups = Store(paths.state_dir()).backups()
+    store = Store(paths.state_dir())
+    opted = optout.read(paths.state_dir())
+    if opted is not None:
+        out.line(f"package: {opted.describe()}; run `dataone-cn-sslverify apply` to manage it again")
+    notes = [hoststate.drift(a, store, opted) for _, a in vhosts]
+    if not config_ok and not any(a.state in ("applied", "superseded") for _, a in vhosts):
+        notes.append(hoststate.broken_line(loc.config_error or apachectl.configtest().first_error))
+    notes = [n for n in notes if n]
+    for n in notes:
+        out.line(n)
+    backups = store.backups()
     out.line(f"backups: {len(backups)} in {paths.state_dir()}" + (f", newest {backups[0].id}" if backups else ""))
     out.document({
         "vhosts": [_vhost_doc(vf, a) for vf, a in vhosts],
+        "optout": opted.to_json() if opted is not None else None,
+        "notes": notes,
         "apache": {"running": running, "config_ok": config_ok, "confdir": apachectl.confdir()},
         "policy": pol,
         "source": loc.source,
@@ -186,7 +198,8 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
     return ExitCode.OK
 
 
-def _run_transaction(op: str, args: argparse.Namespace, out: Output, **kw: Any) -> int:
+def _run_transaction(op: str, args: argparse.Namespace, out: Output,
+                     after: Optional[Callable[[transaction.Outcome], None]] = None, **kw: Any) -> int:
     def report(step: transaction.Step) -> None:
         out.line(f"{step.name}: {'' if step.ok else 'FAILED: '}{step.detail}")
 
@@ -196,16 +209,34 @@ def _run_transaction(op: str, args: argparse.Namespace, out: Output, **kw: Any) 
     if outcome.exit_code == ExitCode.REFUSED:
         for ln in display.point_at_non_ascii(outcome.message):
             out.line(ln)
+    if after is not None and outcome.exit_code == ExitCode.OK:
+        after(outcome)
     out.document(outcome.to_json())
     return outcome.exit_code
 
 
 def cmd_apply(args: argparse.Namespace, out: Output) -> int:
-    return _run_transaction("apply", args, out, reload=not args.no_reload, do_probe=not args.no_probe, adopt=args.adopt)
+    def clear_optout(outcome: transaction.Outcome) -> None:
+        if optout.clear(paths.state_dir()):
+            out.line("opt-out: cleared (the package applies the policy again on upgrades and triggers)")
+
+    return _run_transaction("apply", args, out, after=clear_optout, reload=not args.no_reload,
+                            do_probe=not args.no_probe, adopt=args.adopt)
 
 
 def cmd_revert(args: argparse.Namespace, out: Output) -> int:
-    return _run_transaction("revert", args, out, reload=not args.no_reload, do_probe=not args.no_probe)
+    """A revert by hand is the administrator's decision: record it, so the package never undoes it."""
+    def record_optout(outcome: transaction.Outcome) -> None:
+        try:
+            rec = optout.record(paths.state_dir(), outcome.file or args.vhost or "")
+        except OSError as exc:
+            out.line(f"opt-out: FAILED to record in {paths.state_dir()} ({exc}): an upgrade may apply the policy again")
+            return
+        out.line(f"opt-out: recorded, {rec.describe()}: upgrades and triggers leave this host alone until "
+                 "`dataone-cn-sslverify apply`")
+
+    return _run_transaction("revert", args, out, after=record_optout, reload=not args.no_reload,
+                            do_probe=not args.no_probe)
 
 
 def cmd_restore(args: argparse.Namespace, out: Output) -> int:
@@ -562,7 +593,15 @@ def _report_bug(exc: Exception, out: Output) -> int:
     return int(ExitCode.REFUSED)
 
 
+#: The Debian maintainer scripts' entry (``dataone-cn-sslverify maintscript postinst configure ...``); not for people.
+MAINTSCRIPT = "maintscript"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == [MAINTSCRIPT]:
+        from . import maint
+        return maint.main(args_in[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -1,10 +1,10 @@
-"""Entry points of the Debian maintainer scripts (``python3 -m dataone_cn_sslverify.maint``).
+"""Entry points of the Debian maintainer scripts (``dataone-cn-sslverify maintscript ...``).
 
 The shell scripts in ``debian/`` stay a few lines: they call::
 
-    /usr/bin/python3 -I -B -m dataone_cn_sslverify.maint SCRIPT ACTION [ARGS...]
+    dataone-cn-sslverify maintscript SCRIPT ACTION [ARGS...]
 
-with dpkg's own arguments (``postinst configure 0.1.0-1``, ``postinst
+with dpkg's own arguments (``postinst configure 0.2.0``, ``postinst
 triggered "/usr/share/dataone-cn-os-core/debian/cn-ssl.conf"``, ``prerm
 remove``). ``postrm`` is plain ``sh`` (it runs after these modules are gone)
 and is not handled here.
@@ -13,18 +13,23 @@ Like ``apache2-maintscript-helper``, each function below documents its
 parameters, its return value (the script's exit status) and its behaviour.
 The rules, from docs/design.md "Package lifecycle" and Debian Policy:
 
+* The administrator decides. A ``revert`` by hand is an opt-out
+  (`optout`): configure (upgrade, ``--reinstall``, ``dpkg-reconfigure``) and
+  the triggers leave such a host alone and say so in one line.
 * Never edit a conffile of another package (Policy 10.7.3): such a vhost is
   left alone with a note; the operator may run the command by hand.
-* Service actions go through Debian's policy layer: when ``policy-rc.d``
-  forbids a reload of apache2 (chroots, image builds, piuparts), the change
-  is written and config-tested but Apache is not reloaded; a stopped Apache is
-  never started. Either way the script succeeds and says when the change
-  takes effect.
-* A failure that left the previous configuration in place makes the script
-  fail, so that apt reports it and ``dpkg --configure -a`` retries; a
-  situation only the operator can resolve (no CN vhost yet, a block we do not
-  recognise, several candidate vhosts) is a note and success, so that an
-  upgrade of the whole system is not held up by it.
+* Service actions go through ``invoke-rc.d`` (Policy 9.3.3), which asks
+  ``policy-rc.d``: when it denies the reload (chroots, image builds,
+  piuparts), the change is written and config-tested, and the script says
+  when it takes effect. A stopped Apache is never started. Rollback and
+  recovery inside a maintainer script take the same path
+  (`apachectl.MAINTAINER`).
+* Only our own failure fails a script: exit 1 when our change was tried and
+  had to be rolled back (or could not be), decided from the outcome's exit
+  code (`errors.ExitCode`). Anything else -- a configuration already broken
+  by someone else, no CN vhost yet, a block we do not recognise, several
+  candidate vhosts, a held lock -- is reported and the script succeeds, so
+  that an upgrade or a removal of other packages is never held up by it.
 
 Every step of a transaction prints one line on stderr (as the command does);
 notes are prefixed with ``dataone-cn-sslverify:``.
@@ -38,17 +43,19 @@ import traceback
 from typing import List, Optional, Sequence, Tuple
 
 from . import apacheconf as ac
-from . import apachectl, locate, paths, policy, proc, transaction
-from .errors import ExitCode
-from .store import Store
+from . import apachectl, hoststate, locate, optout, paths, policy, proc, transaction
+from .errors import ExitCode, SslVerifyError
+from .store import ChangedMeanwhile, LockTimeout, Store, cas_write
 
 PACKAGE = "dataone-cn-sslverify"
 OS_CORE = "dataone-cn-os-core"
 #: An explicit trigger of ours (debian/dataone-cn-sslverify.triggers), activated by
 #: our own postinst when dataone-cn-os-core is configured later in the same run.
 REAPPLY_TRIGGER = "dataone-cn-sslverify-reapply"
-FORCE_REMOVE_ENV = "DATAONE_CN_SSLVERIFY_FORCE_REMOVE"
-EXIT_OK, EXIT_FAIL = 0, 1
+EXIT_OK, EXIT_FAIL = int(ExitCode.OK), int(ExitCode.FAILED)
+#: Outcomes that are our own failure: our change was tried and rolled back, or could not be.
+OUR_FAILURE = (ExitCode.FAILED, ExitCode.UNRESTORED)
+SERVICE = apachectl.MAINTAINER
 
 
 def note(text: str) -> None:
@@ -144,11 +151,6 @@ def reapply_after_os_core(event: str) -> None:
              f"run `{PACKAGE} apply` once it is configured.")
 
 
-def reload_permission() -> Tuple[bool, str]:
-    """May we reload apache2 from a maintainer script now?  See `apachectl.service_action_allowed`."""
-    return apachectl.service_action_allowed("reload", "apache2")
-
-
 def _locate() -> Tuple[Optional[policy.Assessment], str]:
     """The CN vhost Apache loads, or (None, why not) when there is none or it is ambiguous."""
     try:
@@ -172,32 +174,33 @@ def apply_policy(event: str) -> int:
 
     Parameters: event, the words of the dpkg event for the messages
     (``postinst configure``, ``postinst triggered``).
-    Returns: the maintainer script's exit status: 0, or 1 when the policy could
-    not be applied for a reason that a retry after a fix resolves (the apply
-    was rolled back, Apache's configuration already fails its config test,
-    another run holds the lock).
+    Returns: the maintainer script's exit status: 1 only when the apply was
+    tried and rolled back (or could not be rolled back), else 0.
     Behaviour:
 
+    * the administrator opted out (``revert`` by hand): one line, exit 0;
     * no CN SSL vhost (dataone-cn-os-core not installed yet), several
       candidate vhosts, or a vhost our parser cannot read: a note, exit 0 (the
       trigger or the operator, with ``--vhost``, does it later);
     * the vhost is a conffile of another package: refused with a note, exit 0;
     * the policy snippet (our own conffile, possibly edited by the operator)
-      is missing or not the target shape: nothing changed, exit 1 (the
-      operator fixes it and runs ``dpkg --configure -a``);
-    * otherwise the ``apply`` transaction (backup, patch, configtest, graceful
-      reload, live probe, rollback). The reload is skipped, with a note, when
-      policy-rc.d forbids it or Apache is stopped; the probe then too.
-      ``changed`` and ``unchanged`` (already applied, or ``superseded``: the
-      vhost carries the policy inline) are success; ``refused`` for a block we
-      do not recognise is a note and success; ``rolled-back``,
-      ``unrestored`` and the transient refusals are failures;
+      is missing or not the target shape: nothing changed, a note, exit 0;
+    * otherwise the ``apply`` transaction (backup, patch, configtest, reload
+      through invoke-rc.d, live check, rollback). ``changed`` and
+      ``unchanged`` are success; a refusal (the configuration was already
+      broken by someone else: the file and line are named; a block we do not
+      recognise; the lock is held) changed nothing: a note, exit 0; a
+      rollback is our failure: exit 1, and ``dpkg --configure -a`` retries;
     * the snippet is a conffile of ours: when the vhost already includes it
       but its bytes differ from those Apache last loaded (an upgrade shipped a
       new one, or the operator edited it), the transaction makes it live
-      (config test, graceful reload, live check, rollback); when they are the
-      same, nothing is reloaded.
+      (config test, reload, live check, rollback); when they are the same,
+      nothing is reloaded.
     """
+    opted = optout.read(paths.state_dir())
+    if opted is not None:
+        note(f"{event}: {opted.describe()}: left alone; `{PACKAGE} apply` manages it again.")
+        return EXIT_OK
     snippet = paths.policy_path()
     a, why = _locate()
     if a is None:
@@ -216,32 +219,35 @@ def apply_policy(event: str) -> int:
     try:
         transaction.check_snippet(snippet)
     except (policy.PolicyError, ac.ConfigSyntaxError) as exc:
-        note(f"{event}: FAILED: the policy snippet cannot be used: {exc}. Nothing changed. {snippet} is a "
-             f"conffile of this package: fix it (or restore the packaged version), then run `dpkg --configure -a`.")
-        return EXIT_FAIL
-    allowed, permission = reload_permission()
+        note(f"{event}: the policy snippet cannot be used: {exc}. Nothing was done. {snippet} is a conffile of "
+             f"this package: fix it (or restore the packaged version), then run `{PACKAGE} apply`.")
+        return EXIT_OK
     note(f"{event}: applying the client-certificate policy to {a.filename} ({a.state_label})")
-    t = transaction.Transaction("apply", vhost=a.filename, reload=allowed, do_probe=True, report=_report,
-                                no_reload_reason=None if allowed else permission)
+    t = transaction.Transaction("apply", vhost=a.filename, do_probe=True, report=_report, service=SERVICE)
     out = t.run()
     print(f"apply: {out.result}: {out.message}", file=sys.stderr, flush=True)
-    if out.result == "changed" and not allowed:
-        note(f"{event}: Apache was not reloaded ({permission}); the policy takes effect at its next (re)start.")
-    if out.result in ("changed", "unchanged"):
-        return EXIT_OK
-    if out.exit_code == ExitCode.REFUSED and not _transient(out):
-        note(f"{event}: refused ({out.message}). Nothing changed; the package stays installed. Fix the vhost, "
-             f"then run `{PACKAGE} apply`.")
-        return EXIT_OK
-    note(f"{event}: FAILED: {out.message}")
-    if out.exit_code != ExitCode.UNRESTORED:
-        note(f"{event}: the previous configuration is in place. Fix the cause, then run `dpkg --configure -a`.")
-    return EXIT_FAIL
+    return _verdict(event, out, f"Fix the cause, then run `dpkg --configure -a` (or `{PACKAGE} apply`).")
 
 
-def _transient(out: transaction.Outcome) -> bool:
-    """Is this refusal one that a retry resolves (configuration already broken, lock held)?"""
-    return any(not s.ok and s.name in ("lock", "configtest") for s in out.steps)
+def _verdict(event: str, out: transaction.Outcome, retry: str) -> int:
+    """The script's exit status for a transaction's outcome, with the one line that explains it."""
+    code = ExitCode(out.exit_code)
+    if code in OUR_FAILURE:
+        note(f"{event}: FAILED: {out.message}")
+        if code != ExitCode.UNRESTORED:
+            note(f"{event}: the previous configuration is in place. {retry}")
+        return EXIT_FAIL
+    if code != ExitCode.OK:
+        note(f"{event}: nothing was done: {_not_ours(out)}")
+    return EXIT_OK
+
+
+def _not_ours(out: transaction.Outcome) -> str:
+    """What stopped a transaction that changed nothing, naming FILE:LINE when Apache's config is broken."""
+    for s in out.steps:
+        if s.name == "configtest" and not s.ok:
+            return hoststate.broken_line(s.detail.replace("current configuration already fails: ", ""))
+    return out.message
 
 
 def postinst_configure(old_version: Optional[str] = None) -> int:
@@ -287,71 +293,100 @@ def postinst_triggered(triggers: Sequence[str]) -> int:
 def prerm_remove() -> int:
     """``prerm remove``: put the original block back while the Python modules still exist.
 
-    Returns: 0 when the vhost no longer includes our snippet (reverted now,
-    never applied, no vhost, or the removal is forced); 1 when a vhost still
-    includes it after a failed revert.
+    Returns: 0, always unless our own revert was tried and could not put the
+    previous configuration back (then 1: a person must look, the message says
+    what to run). A removal is never blocked by someone else's fault.
     Behaviour: every SSL vhost Apache loads that holds our managed block is
     reverted with the ``revert`` transaction (restore the saved block,
-    configtest, graceful reload unless policy-rc.d forbids it or Apache is
-    stopped, live check, rollback on failure).
-
-    Why a failed revert stops the removal: on ``remove`` dpkg keeps our
-    conffile, so the Include would still resolve and Apache would keep
-    working; but the command that can undo it would be gone, and ``purge``
-    deletes the conffile and would leave the Include dangling: Apache then
-    fails at its next reload or start. So the script fails, dpkg keeps the
-    package installed (``postinst abort-remove`` changes nothing), and the
-    message says what to fix. It is never stuck for good: once the cause is
-    fixed (or the vhost is reverted or edited by hand) the removal succeeds,
-    and ``DATAONE_CN_SSLVERIFY_FORCE_REMOVE=1`` forces it (the policy then
-    stays active until purge, and purge keeps the state dir while an enabled
-    configuration still includes the snippet). A vhost that is a conffile of
-    another package is never edited from here: the operator reverts it by
-    hand (they applied it by hand too).
+    configtest, reload through invoke-rc.d, live check, rollback on failure).
+    When that refuses or fails -- the configuration is broken by another file,
+    policy-rc.d denies the reload, the live check fails -- the original
+    block is still written back to disk without a reload (`_put_back`), so
+    that purge can never leave an Include of a deleted snippet behind; the
+    script says that Apache loads it at its next reload and exits 0. A vhost
+    that is a conffile of another package is never edited from here: the
+    operator reverts it by hand (they applied it by hand too).
     """
-    force = os.environ.get(FORCE_REMOVE_ENV, "") not in ("", "0")
     try:
         loc = locate.locate(None, paths.policy_path())
         applied = [a for a in loc.assessments if a.state == "applied"]
     except (ac.ConfigSyntaxError, OSError) as exc:
-        return _remove_blocked(f"could not read the Apache configuration to revert the policy: {exc}", force)
+        note(f"prerm remove: could not read the Apache configuration ({exc}); nothing was reverted. If a vhost "
+             f"still includes {paths.policy_path()}, put its original block back by hand before purging "
+             f"({paths.state_dir()}/blocks/ holds it).")
+        return EXIT_OK
     if not applied:
         note("prerm remove: no vhost includes the policy snippet; nothing to revert.")
         return EXIT_OK
-    allowed, permission = reload_permission()
-    problems: List[str] = []
+    code = EXIT_OK
     for a in applied:
         owner = conffile_owner(a.filename)
         if owner is not None:
-            problems.append(f"{a.filename} is a conffile of {owner} and is not edited from a maintainer script; "
-                            f"run `{PACKAGE} --vhost {a.filename} revert` by hand")
+            note(f"prerm remove: {a.filename} is a conffile of {owner} and is not edited from a maintainer script; "
+                 f"run `{PACKAGE} --vhost {a.filename} revert` by hand before purging")
             continue
         note(f"prerm remove: reverting {a.filename}")
-        t = transaction.Transaction("revert", vhost=a.filename, reload=allowed, do_probe=True, report=_report,
-                                    no_reload_reason=None if allowed else permission)
-        out = t.run()
+        out = transaction.Transaction("revert", vhost=a.filename, do_probe=True, report=_report,
+                                      service=SERVICE).run()
         print(f"revert: {out.result}: {out.message}", file=sys.stderr, flush=True)
-        if out.exit_code != ExitCode.OK:
-            problems.append(f"{a.filename}: {out.message}")
-        elif out.result == "changed" and not allowed:
-            note(f"prerm remove: Apache was not reloaded ({permission}); the original block takes effect "
-                 "at its next (re)start.")
-    if problems:
-        return _remove_blocked("; ".join(problems), force)
+        if ExitCode(out.exit_code) == ExitCode.OK:
+            continue
+        if ExitCode(out.exit_code) == ExitCode.UNRESTORED:
+            note(f"prerm remove: FAILED: {out.message}")
+            code = EXIT_FAIL
+            continue
+        # Refused (someone else's broken configuration) or rolled back: the block goes back on disk anyway.
+        _put_back(a.filename, _not_ours(out) if ExitCode(out.exit_code) != ExitCode.FAILED else out.message)
+    return code
+
+
+def _put_back(vhost: str, why: str) -> int:
+    """Write the original block back to disk, without a config test or reload; always returns 0.
+
+    The removal's way out when the revert transaction could not finish for a
+    reason that is not ours (the configuration was already broken elsewhere,
+    or the reload or live check failed and was rolled back): the same plan as
+    ``revert`` (`policy.plan_revert` with the saved block), a backup first,
+    the bytes compared right before the atomic write. Apache keeps running
+    what it loaded; it loads the original block at its next reload or start,
+    and purge cannot leave an Include of a deleted snippet behind.
+    """
+    store = Store(paths.state_dir())
+    try:
+        store.lock("prerm remove", transaction.LOCK_TIMEOUT)
+    except (LockTimeout, OSError) as exc:
+        return _not_put_back(vhost, f"lock: {exc}")
+    try:
+        loc = locate.locate(vhost, paths.policy_path())
+        a = locate.choose(loc)
+        before = loc.file_of(a).data
+        saved = store.load_block(a.filename)
+        if saved is None or not isinstance(saved.get("block"), str):
+            return _not_put_back(vhost, f"no saved original block in {store.blocks_dir}")
+        text = ac.decode(before)
+        patch = policy.plan_revert(text, a, saved["block"])
+        if patch is not None:
+            new = ac.encode(patch.apply_to(text))
+            backup = store.backup(a.filename, before, "revert")
+            try:
+                cas_write(a.filename, new, before)  # only over the bytes the plan was made from
+            except ChangedMeanwhile:
+                return _not_put_back(vhost, f"{a.filename} changed while we worked; backup {backup.id} kept")
+            print(f"write: {a.filename} ({len(new)} bytes, atomic; backup {backup.id})", file=sys.stderr, flush=True)
+        store.drop_block(a.filename)
+    except (locate.NotFound, policy.PolicyError, ac.ConfigSyntaxError, OSError, ValueError, SslVerifyError) as exc:
+        return _not_put_back(vhost, str(exc))
+    finally:
+        store.unlock()
+    note(f"prerm remove: the original block of {vhost} is back on disk; Apache was not reloaded ({why}): it "
+         "loads the original block at its next reload or start.")
     return EXIT_OK
 
 
-def _remove_blocked(reason: str, force: bool) -> int:
-    if force:
-        note(f"prerm remove: {reason}")
-        note(f"prerm remove: {FORCE_REMOVE_ENV} is set: removing anyway. The vhost still includes "
-             f"{paths.policy_path()}, which stays until purge; revert it by hand before purging.")
-        return EXIT_OK
-    note(f"prerm remove: FAILED: {reason}")
-    note("prerm remove: the package stays installed, so that the vhost's Include keeps a file to point to and "
-         f"`{PACKAGE} revert` (or `backups`/`restore ID`) stays available. Fix the cause and remove again, "
-         f"or set {FORCE_REMOVE_ENV}=1 to remove anyway.")
-    return EXIT_FAIL
+def _not_put_back(vhost: str, why: str) -> int:
+    note(f"prerm remove: could not put the original block of {vhost} back ({why}); the removal goes on. "
+         f"Revert it by hand before purging: {paths.state_dir()}/blocks/ holds the original block.")
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------------------
@@ -369,7 +404,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 2:
-        print("usage: python3 -m dataone_cn_sslverify.maint postinst|prerm ACTION [ARGS...]", file=sys.stderr)
+        print(f"usage: {PACKAGE} maintscript postinst|prerm ACTION [ARGS...]", file=sys.stderr)
         return 2
     try:
         return _dispatch(args[0], args[1], args[2:])
@@ -388,7 +423,7 @@ def _recover_now() -> None:
             return
         store.lock("maint recover", transaction.LOCK_TIMEOUT)
         try:
-            transaction.recover(store, lambda name, ok, detail: print(f"{name}: {detail}", file=sys.stderr))
+            transaction.recover(store, lambda name, ok, detail: print(f"{name}: {detail}", file=sys.stderr), SERVICE)
         finally:
             store.unlock()
     except Exception as exc:  # noqa: BLE001 - last resort: report, the next run recovers from the journal

@@ -154,8 +154,10 @@ def apache_cmd(*args: str) -> List[str]:
 class Reverter:
     """The checkpoint of one change (its journal) and the only way to undo it."""
 
-    def __init__(self, store: Store, journal: Journal) -> None:
+    def __init__(self, store: Store, journal: Journal, service: Optional[apachectl.ServiceControl] = None) -> None:
         self.store, self.journal = store, journal
+        # How the way back reloads or starts Apache: by hand, or invoke-rc.d in a maintainer script.
+        self.service = service or apachectl.BY_HAND
 
     # -- recording, before and during the change ---------------------------------
     def save(self) -> None:
@@ -275,37 +277,39 @@ class Reverter:
             return f"the restored configuration fails `apache2ctl configtest`: {ct.first_error}", ""
         target = self.journal.target
         if apachectl.is_running():
-            r = apachectl.graceful()
+            r = self.service.reload()
             if not r.ok:
                 return f"reload failed: {r.detail}", ""
+            if not r.done:
+                return "", f"not reloaded ({r.detail}): Apache loads the restored configuration at its next reload"
             ok, seen = apachectl.verify_serving(target)
             if not ok:
                 return f"Apache is not running after the reload: {seen}", ""
             return "", f"reloaded ({r.detail}); {seen}"
         if not (self.journal.running_before and was_reloaded):
             return "", "Apache is not running: left stopped (the previous configuration takes effect at its next start)"
-        res = apachectl.run(["start"])
+        r = self.service.start()
         ok, seen = apachectl.verify_serving(target)
         if not ok:
-            said = res.first_error if not res.ok else (res.output.strip().splitlines() or ["exit 0"])[-1]
-            return f"Apache is not running: it had stopped during the change and `apache2ctl start` said " \
-                   f"{display.clean(said)!r}, but {seen}", ""
+            return f"Apache is not running: it had stopped during the change and the start ({r.how}) said " \
+                   f"{display.clean(r.detail)!r}, but {seen}", ""
         return "", f"Apache had stopped during the change: started again, verified ({seen})"
 
 
-def load(store: Store) -> Optional[Reverter]:
+def load(store: Store, service: Optional[apachectl.ServiceControl] = None) -> Optional[Reverter]:
     """The checkpoint a dead run left, validated; None when there is none (JournalUnreadable if untrusted)."""
     j = store.read_journal()
     if j is None:
         return None
     journal = Journal.from_json(j, store.journal_path)
     check_trusted(journal, store)
-    return Reverter(store, journal)
+    return Reverter(store, journal, service)
 
 
-def recover(store: Store, report: Callable[[str, bool, str], None]) -> Optional[Undo]:
+def recover(store: Store, report: Callable[[str, bool, str], None],
+            service: Optional[apachectl.ServiceControl] = None) -> Optional[Undo]:
     """Finish the story of a run that died: undo its checkpoint (None when there was none)."""
-    rv = load(store)
+    rv = load(store, service)
     if rv is None:
         return None
     j = rv.journal

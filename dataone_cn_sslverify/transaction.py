@@ -71,13 +71,13 @@ class Transaction(Planning):
 
     def __init__(self, op: str, *, vhost: Optional[str] = None, reload: bool = True, do_probe: bool = True,
                  backup_id: Optional[str] = None, report: Optional[Callable[[Step], None]] = None,
-                 lock_timeout: float = LOCK_TIMEOUT, no_reload_reason: Optional[str] = None,
+                 lock_timeout: float = LOCK_TIMEOUT, service: Optional[apachectl.ServiceControl] = None,
                  hold_signals: bool = False, adopt: bool = False) -> None:
         assert op in ("apply", "revert", "restore")
         self.op, self.vhost, self.reload, self.do_probe, self.backup_id = op, vhost, reload, do_probe, backup_id
-        # Why reload=False when it is not the operator's --no-reload (maint.py: "policy-rc.d forbids
-        # reload of apache2"); only changes the step's wording.
-        self.no_reload_reason = no_reload_reason
+        # How Apache is reloaded or started, here and on the way back (the reverter): by hand, or
+        # through invoke-rc.d from a maintainer script (apachectl.ServiceControl).
+        self.service = service or apachectl.BY_HAND
         self.report = report or (lambda s: None)
         self.lock_timeout = lock_timeout
         self.store = Store(paths.state_dir())
@@ -164,7 +164,7 @@ class Transaction(Planning):
 
     def _recover(self) -> Optional[Outcome]:
         """A run that died left a journal: undo it first; stop (exit 3) if a person must look."""
-        got = recover(self.store, self.step, defer=False)
+        got = recover(self.store, self.step, defer=False, service=self.service)
         if got is not None and got.exit_code == ExitCode.UNRESTORED:
             return self._outcome(got.result, got.exit_code, got.message)
         return None
@@ -260,7 +260,7 @@ class Transaction(Planning):
         assert self.backup is not None and self.before is not None and self.file
         self.reverter = reverter.Reverter(self.store, reverter.Journal(
             op=self.op, pid=os.getpid(), started=time.time(), running_before=self.running_before,
-            target=self._target()))
+            target=self._target()), self.service)
         try:
             self.reverter.checkpoint(self.file, self.before, new, self.backup.file)
         except OSError as exc:
@@ -358,10 +358,6 @@ class Transaction(Planning):
     def _reload(self) -> None:
         self._checkpoint("reload")
         if not self.reload:
-            if self.no_reload_reason:  # maint.py (see __init__)
-                self.step("reload", True, f"not done ({self.no_reload_reason}): the change is written and tested "
-                                          "and takes effect when Apache is next reloaded or started")
-                return
             self.step("reload", True, "skipped (--no-reload): the change takes effect at the next reload")
             return
         if not apachectl.is_running():
@@ -369,10 +365,15 @@ class Transaction(Planning):
             return
         self._mark("reloaded")
         self.reloaded = True  # after _mark: if the journal update fails, no reload was attempted
-        r = apachectl.graceful()
+        r = self.service.reload()
         if not r.ok:
             self.step("reload", False, r.detail)
             raise Abort("failed", ExitCode.FAILED, f"reload failed: {r.detail}")
+        if not r.done:
+            self.reloaded = False
+            self.step("reload", True, f"not done ({r.detail}): the change is written and tested and takes effect "
+                                      "when Apache is next reloaded or started")
+            return
         self.step("reload", True, f"{r.how}: {r.detail}")
 
     def _target(self) -> Optional[Tuple[str, int, str]]:
@@ -419,7 +420,8 @@ class Transaction(Planning):
         return self._outcome("rolled-back", ExitCode.FAILED, f"{reason}; rolled back: {live}")
 
 
-def recover(store: Store, step: Callable[[str, bool, str], None], defer: bool = True) -> Optional[Outcome]:
+def recover(store: Store, step: Callable[[str, bool, str], None], defer: bool = True,
+            service: Optional[apachectl.ServiceControl] = None) -> Optional[Outcome]:
     """Finish the story of a run that died (`reverter.recover`), as an Outcome; None when there was none.
 
     exit_code is UNRESTORED when a person must look (an untrusted journal
@@ -428,7 +430,7 @@ def recover(store: Store, step: Callable[[str, bool, str], None], defer: bool = 
     """
     with interrupts.Deferred(active=defer):
         try:
-            undo = reverter.recover(store, step)
+            undo = reverter.recover(store, step, service)
         except JournalUnreadable as exc:
             msg = (f"{exc}; not acting on it, nothing changed. Look at it, then run: "
                    f"{display.command([TOOL, 'discard-journal'])} (keeps a copy)")

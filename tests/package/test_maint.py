@@ -1,16 +1,20 @@
 """The maintainer-script entry points (dataone_cn_sslverify.maint) against a real Apache.
 
-Runs ``python3 -m dataone_cn_sslverify.maint postinst|prerm ...`` exactly as
-the .deb's scripts do, with a throwaway Apache instance (tests/harness) in
-``APACHE_CONFDIR`` and a stand-in policy-rc.d that allows or forbids service
-actions (``DATAONE_CN_SSLVERIFY_POLICY_RC_D``; the host's own may forbid
-everything, as in a container). The dpkg side (install, upgrade, triggers,
-purge in a chroot) is the lifecycle suite's job; this checks the decisions.
+Runs ``dataone-cn-sslverify maintscript postinst|prerm ...`` (as
+``python3 -m dataone_cn_sslverify``) exactly as the .deb's scripts do, with a
+throwaway Apache instance (tests/harness) in ``APACHE_CONFDIR``. Service
+actions go through the host's real ``invoke-rc.d`` and Apache's init script
+(which honours ``APACHE_CONFDIR``); ``DPKG_ROOT`` points invoke-rc.d at a
+policy-rc.d of the test's (exit 0 or 101), the way dpkg does for a root
+elsewhere. The dpkg side (install, upgrade, triggers, purge in a chroot) is
+the lifecycle suite's job; this checks the decisions.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from dataone_cn_sslverify import apachectl, maint  # noqa: E402
+from dataone_cn_sslverify import maint  # noqa: E402
 
 pytestmark = [pytest.mark.package]
 
@@ -36,23 +40,25 @@ class Maint:
 
     def __init__(self, inst, tmp: Path) -> None:  # type: ignore[no-untyped-def]
         self.inst = inst
-        self.helpers: Dict[int, str] = {}
+        self.roots: Dict[int, str] = {}
         for rc in (0, 101):
-            p = tmp / f"policy-rc.d-{rc}"
+            root = tmp / f"dpkg-root-{rc}"
+            (root / "usr" / "sbin").mkdir(parents=True)
+            p = root / "usr" / "sbin" / "policy-rc.d"
             p.write_text(f"#!/bin/sh\nexit {rc}\n")
             p.chmod(0o755)
-            self.helpers[rc] = str(p)
+            self.roots[rc] = str(root)
 
     def __call__(self, *args: str, allow: bool = True, extra_env: Optional[Dict[str, str]] = None,
                  path_prefix: Optional[Path] = None) -> subprocess.CompletedProcess:
         env = self.inst.env()
-        env["DATAONE_CN_SSLVERIFY_POLICY_RC_D"] = self.helpers[0 if allow else 101]
+        env["DPKG_ROOT"] = self.roots[0 if allow else 101]
         env["PYTHONPATH"] = str(ROOT)
         if path_prefix is not None:
             env["PATH"] = f"{path_prefix}:{env['PATH']}"
         env.update(extra_env or {})
-        # As the scripts do, but -I would hide PYTHONPATH (the source tree under test).
-        p = subprocess.run(["/usr/bin/python3", "-B", "-m", "dataone_cn_sslverify.maint", *args], env=env,
+        # As the scripts do (the command), from the source tree under test.
+        p = subprocess.run(["/usr/bin/python3", "-B", "-m", "dataone_cn_sslverify", "maintscript", *args], env=env,
                            cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
         p.stdout = p.stdout.decode("utf-8", "replace")
         print(f"--- maint {' '.join(args)} (exit {p.returncode})\n{p.stdout}")
@@ -127,7 +133,7 @@ def test_policy_rc_d_forbids_reload(apache, run: Maint) -> None:  # type: ignore
     assert p.returncode == 0
     assert BEGIN in apache.vhost_bytes()
     assert generations(apache) == gens and asked(apache, IE11) is True, "reloaded although policy-rc.d said no"
-    assert "next (re)start" in p.stdout
+    assert "policy-rc.d denied reload of apache2" in p.stdout and "next reloaded or started" in p.stdout
     assert apache.configtest().ok
 
 
@@ -145,45 +151,95 @@ def test_no_vhost_is_a_note(apache, run: Maint) -> None:  # type: ignore[no-unty
     assert p.returncode == 0 and "no CN SSL vhost" in p.stdout
 
 
-def _failing_graceful(root: Path, fail_first: int) -> Path:
-    """An apache2ctl first on PATH that fails the first `fail_first` gracefuls (a real failing command)."""
-    bindir = root / "failing-bin"
-    bindir.mkdir(exist_ok=True)
-    counter = root / "gracefuls"
-    w = bindir / "apache2ctl"
-    w.write_text(
-        "#!/bin/sh\n"
-        'if [ "$1" = graceful ]; then\n'
-        f'  n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 )); echo $n > {counter}\n'
-        f'  if [ "$n" -le {fail_first} ]; then echo "test: graceful #$n fails on purpose" >&2; exit 1; fi\n'
-        "fi\n"
-        'exec /usr/sbin/apache2ctl "$@"\n'
-    )
-    w.chmod(0o755)
-    return bindir
-
-
-def test_apply_failure_fails_postinst_and_a_retry_recovers(apache, run: Maint, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_apply_failure_fails_postinst_and_a_retry_recovers(apache, run: Maint) -> None:  # type: ignore[no-untyped-def]
+    """Our own failure: the snippet (our conffile, edited) has a directive Apache rejects; rolled back, exit 1."""
     original = apache.vhost_bytes()
-    bindir = _failing_graceful(tmp_path, fail_first=1)
-    p = run("postinst", "configure", path_prefix=bindir)
+    good = Path(apache.policy_path).read_bytes()
+    Path(apache.policy_path).write_bytes(good + b"SSLVerifyDepthh 3\n")  # a typo Apache rejects
+    p = run("postinst", "configure")
     assert p.returncode == 1, "postinst must fail so that apt reports it"
     assert "rolled back" in p.stdout and "dpkg --configure -a" in p.stdout
     assert apache.vhost_bytes() == original and asked(apache, IE11) is True
-    p = run("postinst", "configure", path_prefix=bindir)  # dpkg --configure -a, cause gone
+    Path(apache.policy_path).write_bytes(good)
+    p = run("postinst", "configure")  # dpkg --configure -a, cause gone
     assert p.returncode == 0 and BEGIN in apache.vhost_bytes()
 
 
-def test_failed_revert_stops_the_removal_unless_forced(apache, run: Maint) -> None:  # type: ignore[no-untyped-def]
+BROKEN_CONF = "# someone else's file\nThisIsNotADirective on\n"
+
+
+def test_config_broken_by_someone_else_is_reported_not_inherited(apache, run: Maint) -> None:  # type: ignore[no-untyped-def]
+    """An unrelated conf file fails configtest: configure and the trigger say so, change nothing, exit 0."""
+    original = apache.vhost_bytes()
+    apache.enable_conf("zz-broken", BROKEN_CONF)
+    for args in (("postinst", "configure"), ("postinst", "triggered", "/usr/share/dataone-cn-os-core/debian/cn-ssl.conf")):
+        p = run(*args)
+        assert p.returncode == 0, p.stdout
+        assert re.search(r"not applied: configuration broken by \S*/conf-enabled/zz-broken\.conf:2 ", p.stdout), p.stdout
+        assert "nothing was done" in p.stdout
+        assert apache.vhost_bytes() == original
+    status = subprocess.run(["/usr/bin/python3", "-B", "-m", "dataone_cn_sslverify", "status"], env=run_env(apache),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    assert "not applied: configuration broken by " in status.stdout and ":2 " in status.stdout, status.stdout
+
+
+def test_remove_with_an_unrelated_broken_conf_puts_the_block_back_and_succeeds(apache, run: Maint) -> None:  # type: ignore[no-untyped-def]
+    original = apache.vhost_bytes()
+    assert run("postinst", "configure").returncode == 0
+    assert asked(apache, IE11) is False
+    apache.enable_conf("zz-broken", BROKEN_CONF)
+    p = run("prerm", "remove")
+    assert p.returncode == 0, p.stdout
+    assert apache.vhost_bytes() == original, "the original block is not back on disk"
+    assert "Apache was not reloaded" in p.stdout and "next reload or start" in p.stdout
+    assert asked(apache, IE11) is False, "Apache was reloaded with a broken configuration"
+    assert not list((apache.state_dir / "blocks").iterdir())
+
+
+def test_remove_without_a_saved_block_never_blocks_the_removal(apache, run: Maint) -> None:  # type: ignore[no-untyped-def]
     assert run("postinst", "configure").returncode == 0
     for f in (apache.state_dir / "blocks").iterdir():  # the saved original block is gone
         f.unlink()
     applied = apache.vhost_bytes()
     p = run("prerm", "remove")
-    assert p.returncode == 1 and maint.FORCE_REMOVE_ENV in p.stdout
-    assert apache.vhost_bytes() == applied
-    p = run("prerm", "remove", extra_env={maint.FORCE_REMOVE_ENV: "1"})
-    assert p.returncode == 0 and "removing anyway" in p.stdout
+    assert p.returncode == 0 and "Revert it by hand before purging" in p.stdout, p.stdout
+    assert apache.vhost_bytes() == applied  # nothing we could trust to write
+
+
+def test_revert_by_hand_is_an_opt_out_until_apply(apache, run: Maint) -> None:  # type: ignore[no-untyped-def]
+    original = apache.vhost_bytes()
+    assert run("postinst", "configure").returncode == 0
+    env = dict(run_env(apache), SUDO_USER="alice")
+    cli = ["/usr/bin/python3", "-B", "-m", "dataone_cn_sslverify"]
+    r = subprocess.run(cli + ["revert"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       universal_newlines=True)
+    assert r.returncode == 0 and "opt-out: recorded" in r.stdout, r.stdout
+    assert apache.vhost_bytes() == original
+    for args in (("postinst", "configure", "0.1.0-1"), ("postinst", "configure"),
+                 ("postinst", "triggered", "/usr/share/dataone-cn-os-core/debian/cn-ssl.conf dataone-cn-sslverify-reapply")):
+        p = run(*args)
+        assert p.returncode == 0 and "disabled by the administrator (alice, " in p.stdout, p.stdout
+        assert len([ln for ln in p.stdout.splitlines() if ln.startswith("dataone-cn-sslverify:")]) == 1, p.stdout
+        assert apache.vhost_bytes() == original
+    doc = json.loads(subprocess.run(cli + ["--json", "status"], env=env, stdout=subprocess.PIPE,
+                                    universal_newlines=True).stdout)
+    assert doc["optout"]["disabled_by"] == "alice" and doc["optout"]["vhost"], doc
+    r = subprocess.run(cli + ["apply"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       universal_newlines=True)
+    assert r.returncode == 0 and "opt-out: cleared" in r.stdout, r.stdout
+    doc = json.loads(subprocess.run(cli + ["--json", "status"], env=env, stdout=subprocess.PIPE,
+                                    universal_newlines=True).stdout)
+    assert doc["optout"] is None
+    apache.write_vhost(original)  # what `dpkg-reconfigure dataone-cn-os-core` does to the vhost
+    r = subprocess.run(cli + ["status"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       universal_newlines=True)
+    assert "drift: " in r.stdout and "dataone-cn-sslverify apply" in r.stdout, r.stdout
+
+
+def run_env(apache) -> Dict[str, str]:  # type: ignore[no-untyped-def]
+    env = apache.env()
+    env["PYTHONPATH"] = str(ROOT)
+    return env
 
 
 def test_remove_without_our_block_is_a_no_op(apache, run: Maint) -> None:  # type: ignore[no-untyped-def]
@@ -204,19 +260,6 @@ def test_conffile_of_another_package_is_recognised(tmp_path: Path) -> None:
     plain.write_text("# not owned by any package\n")
     assert maint.conffile_owner(str(plain)) is None
     assert maint.conffile_owner("/usr/sbin/apache2ctl") is None  # owned, but not a conffile
-
-
-@pytest.mark.parametrize("rc,allowed", [(0, True), (1, True), (104, True), (105, True), (101, False), (106, False),
-                                        (7, False)])
-def test_policy_rc_d_exit_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rc: int, allowed: bool) -> None:
-    helper = tmp_path / "policy-rc.d"
-    helper.write_text(f"#!/bin/sh\n[ \"$1 $2\" = 'apache2 reload' ] || exit 103\nexit {rc}\n")
-    helper.chmod(0o755)
-    monkeypatch.setenv("DATAONE_CN_SSLVERIFY_POLICY_RC_D", str(helper))
-    ok, why = apachectl.service_action_allowed("reload", "apache2")
-    assert ok is allowed, why
-    monkeypatch.setenv("DATAONE_CN_SSLVERIFY_POLICY_RC_D", str(tmp_path / "missing"))
-    assert apachectl.service_action_allowed("reload", "apache2")[0] is True
 
 
 def test_dispatch() -> None:
