@@ -48,4 +48,4 @@ Commands:
     maint        the entry points the Debian maintainer scripts call
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
