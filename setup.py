@@ -30,7 +30,7 @@ def debian_description():
         if not line.startswith(" "):
             break
         body.append("" if line.strip() == "." else line[1:])
-    return synopsis, "\n".join(body) + "\n"
+    return synopsis, "\n".join(body)
 
 
 SYNOPSIS, LONG_DESCRIPTION = debian_description()
@@ -42,6 +42,10 @@ setup(
     long_description=LONG_DESCRIPTION,
     long_description_content_type="text/plain",
     author="DataONE CN operations",
+    # No public home page. "UNKNOWN" is the value distutils itself gave a missing
+    # url, and the one stdeb maps to "no Homepage field" (setuptools now passes
+    # None, which stdeb would write as "Homepage: None").
+    url="UNKNOWN",
     license="Apache-2.0",
     python_requires=">=3.6",
     packages=find_packages(include=["dataone_cn_sslverify", "dataone_cn_sslverify.*"]),

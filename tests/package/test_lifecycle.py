@@ -445,16 +445,16 @@ def test_operator_apply_after_editing_the_snippet_makes_it_live(ch: C.Chroot, de
 
 
 def test_apply_failure_in_postinst_keeps_the_old_config_and_configure_a_recovers(ch: C.Chroot, debs: Debs) -> None:
-    """Real cause: the operator removed the package (the conffile stays), then edited the kept snippet with a
-    glob where a regex belongs (`*julia*`), then installed again.  dpkg keeps the edited conffile; the contract (or
-    else `apache2ctl configtest`) refuses it while the running configuration is fine."""
+    """Our own failure, from a real cause: the operator removed the package (the conffile stays), then added a
+    misspelled directive to the kept snippet, then installed again.  dpkg keeps the edited conffile; with it
+    included the configuration fails `apache2ctl configtest` while the running one is fine: rolled back, exit 1."""
     original = with_standin(ch, debs, debs.ours)
     apt_ok(ch, "install", OURS)
     apt_ok(ch, "remove", OURS)
     assert vhost(ch) == original
     assert ch.dpkg_status(OURS).startswith("deinstall ok config-files")
     good = ch.read_bytes(SNIPPET)
-    broken = good.replace(b"|webkit)/i", b"|webkit|*julia*)/i")  # a glob, not a regex: PCRE rejects it
+    broken = good + b"SSLVerifyDepthh 3\n"  # a typo Apache rejects
     ch.write(SNIPPET, broken)
     pid, gens = ch.apache_pid(), graceful_count(ch)
 
@@ -520,13 +520,92 @@ def test_policy_rc_d_denying_means_no_reload_and_no_failure(ch: C.Chroot, debs: 
     ch.set_policy_rc(allow=False)
     r = apt_ok(ch, "install", OURS)
     assert vhost(ch) == expected_applied(original), r
-    assert "policy-rc.d" in r.output, r
+    assert "policy-rc.d denied reload of apache2 (invoke-rc.d exit 101)" in r.output, r
     assert ch.apache_processes() == procs and graceful_count(ch) == gens, f"Apache was reloaded:\n{r}"
     assert_live_original(ch)  # written and tested, not yet live
     ch.set_policy_rc(allow=True)
     ch.check(["apache2ctl", "graceful"])
     wait_for(lambda: graceful_count(ch) > gens, "a new Apache generation after `apache2ctl graceful`")
     assert_live_applied(ch)
+
+
+def test_optout_survives_an_upgrade_a_reinstall_and_the_trigger(ch: C.Chroot, debs: Debs) -> None:
+    """`dataone-cn-sslverify revert` by hand is the administrator's decision: an upgrade of ours, of
+    dataone-cn-os-core (our trigger) and `apt-get install --reinstall` leave the vhost alone, each saying so in
+    one line; `apply` by hand clears it."""
+    original = with_standin(ch, debs, debs.ours)
+    apt_ok(ch, "install", OURS)
+    r = ch.run([OURS, "revert"], env={"SUDO_USER": "alice"})
+    assert r.ok and "opt-out: recorded" in r.stderr, r
+    assert vhost(ch) == original
+    assert status_json(ch)["optout"]["disabled_by"] == "alice"
+
+    ch.publish([debs.ours_up, debs.standin_11])
+    r = apt_ok(ch, "upgrade")
+    assert ch.dpkg_status(OURS).endswith(debs.version_up) and ch.dpkg_status(STANDIN).endswith("1.1"), r
+    said = [ln for ln in r.output.splitlines() if "disabled by the administrator (alice" in ln]
+    assert len(said) >= 2, f"configure and the trigger should each say so:\n{r}"
+    assert "postinst triggered" in r.output[r.output.rfind(f"Processing triggers for {OURS}"):], r
+    new_original = _filled(ch, ch.read_bytes(TEMPLATE))
+    assert vhost(ch) == new_original, "the upgrade undid the administrator's revert"
+    r = apt_ok(ch, "install", "--reinstall", OURS)
+    assert "disabled by the administrator (alice" in r.output, r
+    assert vhost(ch) == new_original, "the reinstall undid the administrator's revert"
+    assert_live_original(ch)
+
+    r = ch.run([OURS, "apply"])
+    assert r.ok and "opt-out: cleared" in r.stderr, r
+    assert vhost(ch) == expected_applied(new_original) and status_json(ch)["optout"] is None
+    assert_live_applied(ch)
+
+
+def test_remove_with_an_unrelated_broken_conf_file_succeeds(ch: C.Chroot, debs: Debs) -> None:
+    """Someone else's broken conf file never blocks our removal: the original block goes back on disk,
+    Apache is not reloaded (it would fail), the script says so and exits 0."""
+    original = with_standin(ch, debs, debs.ours)
+    apt_ok(ch, "install", OURS)
+    ch.write("/etc/apache2/conf-enabled/zz-local.conf", "# an administrator's half-done edit\nThisIsNotADirective on\n")
+    pid, gens = ch.apache_pid(), graceful_count(ch)
+    r = apt_ok(ch, "remove", OURS)
+    assert ch.dpkg_status(OURS).startswith("deinstall ok config-files"), r
+    assert vhost(ch) == original, f"the original block is not back on disk:\n{r}"
+    assert "Apache was not reloaded" in r.output and "zz-local.conf:2" in r.output, r
+    assert ch.apache_pid() == pid and graceful_count(ch) == gens, "Apache was reloaded with a broken configuration"
+    assert_live_applied(ch)  # what Apache loaded before; the snippet (a conffile) stays until purge
+    ch.check(["rm", "/etc/apache2/conf-enabled/zz-local.conf"])
+    ch.check(["apache2ctl", "graceful"])
+    wait_for(lambda: graceful_count(ch) > gens, "a new Apache generation after `apache2ctl graceful`")
+    assert_live_original(ch)
+
+
+def test_configure_with_a_config_broken_by_someone_else_succeeds(ch: C.Chroot, debs: Debs) -> None:
+    """Installing into a host whose configuration is already broken: reported with FILE:LINE, nothing done, exit 0;
+    `status` says "not applied: configuration broken by FILE:LINE"."""
+    original = with_standin(ch, debs)
+    ch.write("/etc/apache2/conf-enabled/zz-local.conf", "# an administrator's half-done edit\nThisIsNotADirective on\n")
+    ch.publish([debs.ours, debs.standin_10])
+    r = apt_ok(ch, "install", OURS)
+    assert "nothing was done: not applied: configuration broken by /etc/apache2/conf-enabled/zz-local.conf:2" in r.output, r
+    assert vhost(ch) == original
+    st = ch.run([OURS, "status"])
+    assert "not applied: configuration broken by /etc/apache2/conf-enabled/zz-local.conf:2" in st.stderr, st
+
+
+def test_reconfigure_of_the_standin_is_drift_that_status_names(ch: C.Chroot, debs: Debs) -> None:
+    """`dpkg-reconfigure dataone-cn-os-core` copies the template over our applied vhost without unpacking it: no
+    trigger fires (documented); `status` names the drift and `apply` puts the policy back."""
+    original = with_standin(ch, debs, debs.ours)
+    apt_ok(ch, "install", OURS)
+    assert vhost(ch) == expected_applied(original)
+    r = ch.run(["dpkg-reconfigure", STANDIN], merge=True)
+    assert r.ok and "dataone-cn-os-core: wrote" in r.stdout, r
+    assert vhost(ch) == original, "the stand-in did not rewrite the vhost on reconfigure"
+    assert f"Processing triggers for {OURS}" not in r.stdout
+    st = ch.run([OURS, "status"])
+    assert "drift: /etc/apache2/sites-available/cn-ssl.conf no longer carries the policy" in st.stderr, st
+    assert f"run `{OURS} apply`" in st.stderr
+    assert ch.run([OURS, "apply"]).ok
+    assert vhost(ch) == expected_applied(original) and "drift" not in ch.run([OURS, "status"]).stderr
 
 
 def test_piuparts(suite: str, base_tree: Path, debs: Debs, tmp_path: Path) -> None:
