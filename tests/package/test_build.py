@@ -227,7 +227,8 @@ def plain_builds(snapshot: Path, tmp_path_factory: pytest.TempPathFactory) -> Pl
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.invalid", "-c", "init.defaultBranch=main"]
     for argv in (git + ["init", "-q"], git + ["add", "-A"], git + ["commit", "-q", "-m", "snapshot"]):
         subprocess.run(argv, cwd=str(origin), env=_env(), check=True, stdout=subprocess.DEVNULL)
-    clone = base / "work" / PACKAGE
+    version, _, _ = _changelog()
+    clone = base / "work" / f"{PACKAGE}-{version}"  # dpkg-source names the tarball's top directory after it
     clone.parent.mkdir()
     subprocess.run(["git", "clone", "-q", str(origin), str(clone)], env=_env(), check=True)
     debs, logs = [], []
@@ -381,7 +382,8 @@ def test_package_contents(deb_build: Build) -> None:
     assert f"{PACKAGE} maintscript postinst" in v.scripts["postinst"]
     assert f"py3compile -p {PACKAGE} {PRIVATE}" in v.scripts["postinst"]
     assert f"{PACKAGE} maintscript prerm" in v.scripts["prerm"]
-    assert not _calls_python(v.scripts["prerm"])
+    for name in ("postinst", "prerm"):  # the command, not an interpreter (debhelper's py3compile/py3clean aside)
+        assert "/usr/bin/python3" not in v.scripts[name] and "-m dataone_cn_sslverify" not in v.scripts[name]
     assert not _calls_python(v.scripts["postrm"])
     assert "rm -rf \"$STATE_DIR\"" in v.scripts["postrm"]
 
