@@ -140,7 +140,7 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
         out.line(f"package: {opted.describe()}; run `dataone-cn-sslverify apply` to manage it again")
     notes = [hoststate.drift(a, store, opted) for _, a in vhosts]
     if not config_ok and not any(a.state in ("applied", "superseded") for _, a in vhosts):
-        notes.append(hoststate.broken_line(loc.config_error or apachectl.configtest().first_error))
+        notes.append(hoststate.broken_line(apachectl.configtest().first_error))
     notes = [n for n in notes if n]
     for n in notes:
         out.line(n)
