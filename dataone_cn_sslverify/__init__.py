@@ -26,11 +26,12 @@ Pure core:
 Edges:
     proc         every subprocess: one timeout, one decoding
     paths        where things live, and the environment overrides
-    apachectl    Apache as a process: config test, what it loads, running?, graceful reload
+    apachectl    Apache as a process: config test, what it loads, running?, reload (by hand, or invoke-rc.d)
     locate       find the CN SSL vhost among the files Apache loads
     store        the state dir (validated), backups, saved blocks, journal, lock, compare-and-swap writes
     reverter     the one undo path: checkpoints (the journal) and their undo, for rollback and crash recovery
     interrupts   SIGINT/SIGTERM/SIGHUP recorded during a change, acted on at step boundaries
+    optout       the administrator's opt-out ("disabled by the administrator"), kept in the state dir
     probe        live TLS probe of the vhost (Python ``ssl`` or ``openssl s_client``)
     monitor_observe  what ``monitor`` judges: the vhost, the state dir (shared lock, read only), the seams
     monitor_config   what the loaded configuration says for ``monitor`` (hazards, replication Locations)
@@ -45,6 +46,7 @@ Commands:
     hazards      ``check``'s rules: what in the loaded configuration breaks which clients (pure)
     checkrun     ``check``'s edge: locate, configtest, a few handshakes, the report
     cli          the ``dataone-cn-sslverify`` command
+    hoststate    what ``status`` adds: opt-out, drift, a configuration broken by someone else
     maint        the entry points the Debian maintainer scripts call
 """
 

@@ -205,12 +205,12 @@ def _run_transaction(op: str, args: argparse.Namespace, out: Output,
 
     t = transaction.Transaction(op, vhost=args.vhost, report=report, hold_signals=True, **kw)
     outcome = t.run()
+    if after is not None and outcome.exit_code == ExitCode.OK:
+        after(outcome)
     out.line(f"{op}: {outcome.result}: {outcome.message}")
     if outcome.exit_code == ExitCode.REFUSED:
         for ln in display.point_at_non_ascii(outcome.message):
             out.line(ln)
-    if after is not None and outcome.exit_code == ExitCode.OK:
-        after(outcome)
     out.document(outcome.to_json())
     return outcome.exit_code
 

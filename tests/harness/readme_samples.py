@@ -56,6 +56,7 @@ _MASKS = (
     (re.compile(r"\b\d+ new children"), "N new children"),
     (re.compile(r"; \d+ old children still finishing requests"), ""),
     (re.compile(r"\(\d+ bytes, atomic\)"), "(N bytes, atomic)"),
+    (re.compile(r"disabled by the administrator \([^,()]+, [0-9-]+ [0-9:]+ UTC"), "disabled by the administrator (USER, TIME UTC"),
 )
 
 
