@@ -7,7 +7,7 @@ SYSPATH     := /usr/sbin:/usr/bin:/sbin:/bin
 VENV        := .venv
 # Debian packages the test suite and the demo need (installed only if missing).
 APT_TEST    := apache2 curl openssl ca-certificates python3 python3-pytest python3-hypothesis \
-               python3-debian python3-venv python3-setuptools \
+               python3-debian python3-venv python3-setuptools pybuild-plugin-pyproject git \
                python3-requests default-jdk-headless golang-go patch e2fsprogs python3-pyflakes \
                chromium firefox-esr libnss3-tools \
                reprepro gnupg devscripts python3-yaml

@@ -221,6 +221,10 @@ def plain_builds(snapshot: Path, tmp_path_factory: pytest.TempPathFactory) -> Pl
     holds, committed), in another directory, every file with the checkout's
     mtime: its .deb must also be byte-identical to `make deb`'s.
     """
+    # What debian/control's Build-Depends names (build-deb installs them too; this fixture may run alone).
+    subprocess.run(["sh", str(ROOT / "scripts" / "apt-ensure"), "git", "dpkg-dev", "debhelper", "dh-python",
+                    "pybuild-plugin-pyproject", "python3-all", "python3-setuptools"], env=_env(), check=True,
+                   stdout=subprocess.DEVNULL)
     base = tmp_path_factory.mktemp("plain")
     origin = base / "origin"
     shutil.copytree(str(snapshot), str(origin), symlinks=True)
