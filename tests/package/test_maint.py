@@ -135,6 +135,9 @@ def test_policy_rc_d_forbids_reload(apache, run: Maint) -> None:  # type: ignore
     assert generations(apache) == gens and asked(apache, IE11) is True, "reloaded although policy-rc.d said no"
     assert "policy-rc.d denied reload of apache2" in p.stdout and "next reloaded or started" in p.stdout
     assert apache.configtest().ok
+    p = run("prerm", "remove", allow=False)  # the removal too: the block back on disk, no reload, exit 0
+    assert p.returncode == 0 and "policy-rc.d denied reload of apache2" in p.stdout, p.stdout
+    assert apache.vhost_bytes() == apache.rendered_vhost() and generations(apache) == gens
 
 
 def test_apache_stopped_is_not_started(apache, run: Maint) -> None:  # type: ignore[no-untyped-def]
