@@ -243,11 +243,8 @@ def _verdict(event: str, out: transaction.Outcome, retry: str) -> int:
 
 
 def _not_ours(out: transaction.Outcome) -> str:
-    """What stopped a transaction that changed nothing, naming FILE:LINE when Apache's config is broken."""
-    for s in out.steps:
-        if s.name == "configtest" and not s.ok:
-            return hoststate.broken_line(s.detail.replace("current configuration already fails: ", ""))
-    return out.message
+    """What stopped a transaction that changed nothing, naming FILE:LINE when Apache's words name one."""
+    return hoststate.broken_line(out.message) if hoststate.broken_at(out.message) else out.message
 
 
 def postinst_configure(old_version: Optional[str] = None) -> int:
