@@ -154,18 +154,38 @@ def test_no_vhost_is_a_note(apache, run: Maint) -> None:  # type: ignore[no-unty
     assert p.returncode == 0 and "no CN SSL vhost" in p.stdout
 
 
-def test_apply_failure_fails_postinst_and_a_retry_recovers(apache, run: Maint) -> None:  # type: ignore[no-untyped-def]
-    """Our own failure: the snippet (our conffile, edited) has a directive Apache rejects; rolled back, exit 1."""
+def flaky_policy_rc_d(tmp_path: Path, failures: int) -> Path:
+    """A DPKG_ROOT whose policy-rc.d exits 7 (an error, not a denial) the first `failures` times: invoke-rc.d
+    then fails the reload (exit 102), a real failure of our change's reload step."""
+    root = tmp_path / "dpkg-root-flaky"
+    (root / "usr" / "sbin").mkdir(parents=True)
+    counter = tmp_path / "policy-rc.d-calls"
+    helper = root / "usr" / "sbin" / "policy-rc.d"
+    helper.write_text(f"#!/bin/sh\nn=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 )); echo $n > {counter}\n"
+                      f"[ \"$n\" -gt {failures} ] || exit 7\nexit 0\n")
+    helper.chmod(0o755)
+    return root
+
+
+def test_apply_failure_fails_postinst_and_a_retry_recovers(apache, run: Maint, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Our own failure: the reload of our change fails (invoke-rc.d exits 1); rolled back, exit 1; a retry works."""
     original = apache.vhost_bytes()
-    good = Path(apache.policy_path).read_bytes()
-    Path(apache.policy_path).write_bytes(good + b"SSLVerifyDepthh 3\n")  # a typo Apache rejects
-    p = run("postinst", "configure")
+    root = flaky_policy_rc_d(tmp_path, failures=1)
+    p = run("postinst", "configure", extra_env={"DPKG_ROOT": str(root)})
     assert p.returncode == 1, "postinst must fail so that apt reports it"
     assert "rolled back" in p.stdout and "dpkg --configure -a" in p.stdout
     assert apache.vhost_bytes() == original and asked(apache, IE11) is True
-    Path(apache.policy_path).write_bytes(good)
-    p = run("postinst", "configure")  # dpkg --configure -a, cause gone
+    p = run("postinst", "configure", extra_env={"DPKG_ROOT": str(root)})  # dpkg --configure -a, cause gone
     assert p.returncode == 0 and BEGIN in apache.vhost_bytes()
+
+
+def test_a_snippet_outside_the_contract_is_reported_not_failed(apache, run: Maint) -> None:  # type: ignore[no-untyped-def]
+    """Nothing of ours was tried: the edited snippet is refused up front, the script says so and succeeds."""
+    original = apache.vhost_bytes()
+    Path(apache.policy_path).write_bytes(Path(apache.policy_path).read_bytes() + b"SSLVerifyDepthh 3\n")
+    p = run("postinst", "configure")
+    assert p.returncode == 0 and "the policy snippet cannot be used" in p.stdout and "Nothing was done" in p.stdout
+    assert apache.vhost_bytes() == original
 
 
 BROKEN_CONF = "# someone else's file\nThisIsNotADirective on\n"
