@@ -11,8 +11,6 @@ Usage (with an instance's environment): breakdown.py OP... ; prints one JSON
 list, one {component: seconds} per OP, in order.
 """
 
-from __future__ import annotations
-
 import functools
 import json
 import os

@@ -1,7 +1,5 @@
 """Shared helpers of the benchmarks: paths, the tool's command line, timing, statistics, machine facts."""
 
-from __future__ import annotations
-
 import json
 import os
 import platform
@@ -156,7 +154,7 @@ def run_measured(argv: Sequence[str], env: Dict[str, str], out_path: str, timeou
         finally:
             killer.cancel()
         wall = time.monotonic() - t0
-    p.returncode = os.waitstatus_to_exitcode(status)
+    p.returncode = (os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status))
     rec: Dict[str, Any] = {"seconds": wall, "cpu": ru.ru_utime + ru.ru_stime, "rc": p.returncode}
     if p.returncode != 0:
         with open(out_path, "rb") as f:

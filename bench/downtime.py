@@ -25,8 +25,6 @@ Every request is attributed to the operation that was running or had just run
 show up right after an operation returns still count against it.
 """
 
-from __future__ import annotations
-
 import bisect
 import json
 import os

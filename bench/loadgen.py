@@ -29,8 +29,6 @@ as ``[t_start, t_end, ok, status, error, reused, stale_before, retried,
 verify]`` on the system-wide monotonic clock (comparable across processes).
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 import os
@@ -42,6 +40,8 @@ import sys
 import threading
 import time
 from typing import Any, List, Optional, Tuple
+
+from dataone_cn_sslverify import sslcompat
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from dataone_cn_sslverify.clients import API, BROWSER, CLIENTS  # noqa: E402  (the one client catalogue)
@@ -76,12 +76,12 @@ def make_context(profile: str, tls: str, ca: str, cert: Optional[str]) -> ssl.SS
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.load_verify_locations(cafile=ca)
     ctx.check_hostname = True
-    v = ssl.TLSVersion.TLSv1_3 if tls == "1.3" else ssl.TLSVersion.TLSv1_2
-    ctx.minimum_version = ctx.maximum_version = v
+    v = sslcompat.TLSv1_3 if tls == "1.3" else sslcompat.TLSv1_2
+    sslcompat.set_range(ctx, minimum=v, maximum=v)
     if profile == "api":
         if cert:
             ctx.load_cert_chain(cert)
-        ctx.post_handshake_auth = True
+        sslcompat.set_post_handshake_auth(ctx, True)
     return ctx
 
 

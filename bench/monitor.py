@@ -15,8 +15,6 @@ Also the import of the modules ``monitor`` loads, and the in-process split
 of a run (``-X importtime`` is not used: it slows what it measures).
 """
 
-from __future__ import annotations
-
 import subprocess
 from typing import Any, Dict, List
 

@@ -14,8 +14,6 @@ item always follows the same one. Then `breakdown.py` attributes the time of
 apply/revert to components (in-process timers, same instance).
 """
 
-from __future__ import annotations
-
 import json
 import socket
 import ssl

@@ -1,7 +1,5 @@
 """Render bench/RESULTS.md from the results document of bench/run.py (every figure comes from that run)."""
 
-from __future__ import annotations
-
 from typing import Any, Dict, List, Optional
 
 GOAL_RATIO = 2.5  # apply within 2.5x the floor of the same change through Apache alone

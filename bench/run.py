@@ -9,8 +9,6 @@ or /var/lib is touched. Every loop is bounded in count; the load generators
 are also bounded in time and stop by themselves.
 """
 
-from __future__ import annotations
-
 import argparse
 import datetime
 import json

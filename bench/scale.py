@@ -18,8 +18,6 @@ of each run; peak memory of the tool's own process from bench/rusage_run.py
 (VmHWM), Apache's from GNU time on the dump.
 """
 
-from __future__ import annotations
-
 import json
 import math
 import os

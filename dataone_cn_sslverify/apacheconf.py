@@ -22,13 +22,11 @@ back, so ``render(parse(data)) == data`` holds for *every* byte string, and
 edits are splices of the original text at exact offsets (see `splice`).
 """
 
-from __future__ import annotations
-
 import re
-from dataclasses import dataclass, field
 from typing import Iterator, List, Optional, Tuple, Union
 
 from .errors import Refused
+from .records import dataclass, field
 
 ENCODING = "latin-1"
 

@@ -14,18 +14,16 @@ Rules that keep a production server up:
 * after a reload, wait until a child of the *new* generation exists.
 """
 
-from __future__ import annotations
-
 import ipaddress
 import os
 import re
 import shutil
 import struct
 import time
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from . import proc
+from .records import dataclass
 
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_CONFDIR = "/etc/apache2"
@@ -238,7 +236,7 @@ def graceful(wait: float = 30.0) -> Reload:
     return _wait_new_generation(before, how, wait)
 
 
-def _wait_new_generation(before: "set[int]", how: str, wait: float) -> Reload:
+def _wait_new_generation(before: "Set[int]", how: str, wait: float) -> Reload:
     """After a reload command succeeded: wait until a child of the new generation exists."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
@@ -324,7 +322,7 @@ MAINTAINER = InvokeRcD()
 OLD_GENERATION_GRACE = 3.0
 
 
-def _wait_gone(master: int, old: "set[int]", grace: float) -> "set[int]":
+def _wait_gone(master: int, old: "Set[int]", grace: float) -> "Set[int]":
     """Wait (at most grace seconds) until none of the old children is left; returns those left."""
     deadline = time.monotonic() + grace
     left = old & set(_children(master))

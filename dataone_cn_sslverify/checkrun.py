@@ -4,11 +4,8 @@ The rules are in `hazards` (pure); this module runs ``apache2ctl``, reads
 the configuration and makes a few TLS handshakes, then formats the report.
 """
 
-from __future__ import annotations
-
 import os
 import re
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import apacheconf as ac
@@ -16,6 +13,7 @@ from . import policy
 from .hazards import HAZARD, Hazard, Live, evaluate, exit_code
 from .loaded import default_read, expand_config
 from .scope import has_vhost
+from .records import dataclass
 
 
 def parse_default_vhosts(output: str) -> Dict[str, Tuple[str, int]]:

@@ -9,8 +9,6 @@ Human output goes to stderr one line per step; ``--json`` prints exactly
 one JSON document on stdout. ``diff`` prints the diff itself on stdout.
 """
 
-from __future__ import annotations
-
 import argparse
 import importlib
 import json

@@ -24,11 +24,10 @@ that description, and nothing else (pure data and lookups, no I/O):
 This is the one catalogue: the live gate, ``check`` and the tests use it.
 """
 
-from __future__ import annotations
-
 import re
-from dataclasses import dataclass
 from typing import Iterable, List, Optional, Tuple
+
+from .records import dataclass
 
 __all__ = [
     "BROWSER",

@@ -8,8 +8,6 @@ message meant for a person goes through `clean`, every command through
 `command`.
 """
 
-from __future__ import annotations
-
 import re
 import shlex
 from typing import Iterable, List, Sequence

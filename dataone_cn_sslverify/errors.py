@@ -7,6 +7,7 @@ Each exception carries the code it maps to, so ``cli`` has one mapping
 """
 
 import enum
+from typing import Optional
 
 
 class ExitCode(enum.IntEnum):
@@ -26,7 +27,7 @@ class SslVerifyError(Exception):
 
     exit_code = ExitCode.FAILED
 
-    def __init__(self, message: str, exit_code: "ExitCode | None" = None) -> None:
+    def __init__(self, message: str, exit_code: "Optional[ExitCode]" = None) -> None:
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = ExitCode(exit_code)

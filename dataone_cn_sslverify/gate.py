@@ -24,13 +24,11 @@ accept a wrong policy that was already live and refuse a right one.
 makes the probes.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass, replace
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .clients import API, BROWSER, CLIENTS, TLS_VERSIONS, Client, Profile
 from .results import ProbeResult
+from .records import dataclass, replace
 
 __all__ = [
     "POLICY",

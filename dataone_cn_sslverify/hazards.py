@@ -42,9 +42,6 @@ Exit status of ``check``: 0 clean, `ExitCode.HAZARD` (5) at least one
 hazard; it still exits 4 when there is no CN vhost and 2 on bad input.
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import policy
@@ -53,6 +50,7 @@ from .errors import ExitCode
 from .loaded import ConfigView, norm_module
 from .scope import (CN_SAMPLE_PATH, Scoped, applies, asked_on, effective_tls, http2_protocols, path_of,
                     per_dir_verify, reneg_buffer, scoped, ua_conditional, verify_mode)
+from .records import dataclass
 
 if TYPE_CHECKING:
     from .probe import Handshake

@@ -15,8 +15,6 @@ config test, never from our guesses:
   not ours: nothing can be applied until its owner fixes it.
 """
 
-from __future__ import annotations
-
 import re
 from typing import Optional
 

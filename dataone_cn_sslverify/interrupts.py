@@ -16,8 +16,6 @@ children get the default dispositions (a blocked signal mask would have been
 inherited by Apache itself).
 """
 
-from __future__ import annotations
-
 import signal
 import threading
 from typing import Any, Dict, List, Optional

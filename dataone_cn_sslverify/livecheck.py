@@ -17,18 +17,16 @@ node certificate. Without it the gate checks that API clients are asked,
 not that they are verified, and says so.
 """
 
-from __future__ import annotations
-
 import os
 import shutil
 import subprocess
 import tempfile
 import threading
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from . import apachectl, gate
 from .clients import CLIENTS, TLS_VERSIONS, Client
+from .records import dataclass, field
 
 if TYPE_CHECKING:
     from .policy import Assessment

@@ -29,15 +29,13 @@ also the walk `locate` falls back on when Apache cannot list its files
 Pure given ``read``/``glob``/``resolve``; the defaults read the filesystem.
 """
 
-from __future__ import annotations
-
 import glob as _globmod
 import os
 import re
-from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from . import apacheconf as ac
+from .records import dataclass, field
 
 
 @dataclass(frozen=True)

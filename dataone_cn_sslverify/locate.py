@@ -13,14 +13,12 @@ A vhost reached through a symlink (``sites-enabled/cn-ssl.conf``) is reported
 and edited at its real path (``sites-available/cn-ssl.conf``).
 """
 
-from __future__ import annotations
-
 import os
-from dataclasses import dataclass, field
 from typing import List, Optional, Set
 
 from . import apacheconf as ac
 from . import apachectl, errors, loaded, paths, policy
+from .records import dataclass, field
 
 
 class NotFound(errors.NotFoundError, LookupError):

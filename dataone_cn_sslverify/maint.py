@@ -35,8 +35,6 @@ Every step of a transaction prints one line on stderr (as the command does);
 notes are prefixed with ``dataone-cn-sslverify:``.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 import traceback

@@ -13,8 +13,6 @@ not writable by group or others, small, holding one JSON object of the
 expected version and key; the caller then checks every field's type.
 """
 
-from __future__ import annotations
-
 import json
 import os
 import stat

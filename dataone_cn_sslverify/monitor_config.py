@@ -6,8 +6,6 @@ its questions; no network. The cost grows with the configuration, so
 changed.
 """
 
-from __future__ import annotations
-
 import os
 from typing import Dict, List, Optional, Tuple
 

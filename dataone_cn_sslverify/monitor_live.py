@@ -15,8 +15,6 @@ configuration is probed again at once; it is used only if every field has
 its type, it was not measured in the future and is not older than the TTL.
 """
 
-from __future__ import annotations
-
 import json
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Tuple

@@ -16,8 +16,6 @@ Cheap on purpose (it runs every minute): nothing here imports the probe
 stack (``ssl``, threads); ``--live`` is `monitor_live`.
 """
 
-from __future__ import annotations
-
 import errno
 import fcntl
 import json

@@ -13,17 +13,15 @@ is not a regular file, or does not parse, still counts as an opt-out (the
 administrator's decision wins over our doubt) and says why it is odd.
 """
 
-from __future__ import annotations
-
 import json
 import os
 import pwd
 import stat
 import time
-from dataclasses import dataclass
 from typing import Optional
 
 from .store import atomic_write
+from .records import dataclass
 
 FILENAME = "optout.json"
 

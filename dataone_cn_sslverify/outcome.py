@@ -1,9 +1,8 @@
 """What a transaction reports: its steps, its outcome, and the Abort that ends it early."""
 
-from __future__ import annotations
-
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
+
+from .records import dataclass, field
 
 
 @dataclass

@@ -5,16 +5,14 @@ bytes around it never move; `plan_revert` undoes exactly what `plan_apply`
 wrote, and refuses when the managed block is not what apply wrote.
 """
 
-from __future__ import annotations
-
 import re
-from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from . import apacheconf as ac
 from .policy import (
     BEGIN_MARK, DEFAULT_PATTERN, DEFAULT_SNIPPET, END_MARK, Assessment, Block, PolicyError, _is_cn_location, _verifies,
 )
+from .records import dataclass
 
 
 def _include_arg(path: str) -> str:

@@ -1,7 +1,5 @@
 """Where things live, with the environment overrides docs/design.md names for tests."""
 
-from __future__ import annotations
-
 import os
 
 from .policy import DEFAULT_SNIPPET

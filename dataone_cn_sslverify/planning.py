@@ -5,8 +5,6 @@ writes a vhost. A mixin of `transaction.Transaction` (it reports steps and
 raises `Abort` like the other steps).
 """
 
-from __future__ import annotations
-
 import os
 from typing import Optional
 

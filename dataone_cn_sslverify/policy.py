@@ -19,15 +19,13 @@ Vocabulary (docs/design.md):
   without any client-verification block: not a CN vhost).
 """
 
-from __future__ import annotations
-
 import re
-from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import apacheconf as ac
 from .errors import Refused
 from .uamatch import UAMatch, parse_ua_condition
+from .records import dataclass, field
 
 PACKAGE = "dataone-cn-sslverify"
 DEFAULT_SNIPPET = "/etc/dataone/apache2/cn-sslverify.conf"

@@ -39,8 +39,6 @@ This is the effect edge; the pure core lives beside it:
 each TLS version the server offers (`server_tls_versions`).
 """
 
-from __future__ import annotations
-
 import os
 import re
 import shutil
@@ -50,13 +48,13 @@ import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, TypeVar
 
 from .clients import TLS_VERSIONS, Profile, matrix_profiles
 from . import sslcompat
 from .results import ProbeResult, finish, skipped_result
 from .tlsobserve import BACKENDS, Event, build_request, is_ip, norm_tls, parse_s_client, python_event, s_client_argv
+from .records import dataclass
 
 __all__ = [
     "BACKENDS",
@@ -330,7 +328,7 @@ def _python_context(
         ctx.verify_mode = ssl.CERT_NONE
     _pin(ctx, profile.tls)
     # Explicit both ways: http.client turns PHA on when a certificate is loaded.
-    ctx.post_handshake_auth = bool(profile.pha)
+    sslcompat.set_post_handshake_auth(ctx, bool(profile.pha))
     if not profile.renegotiation:
         # Answer a HelloRequest with a no_renegotiation alert (IE11 on Windows 7, Go's default).
         ctx.options |= _OP_NO_RENEGOTIATION

@@ -12,11 +12,10 @@ to a person and parsed for ASCII markers), or as latin-1 when the caller
 needs every byte back (``encoding="latin-1"`` maps bytes one to one).
 """
 
-from __future__ import annotations
-
 import subprocess
-from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
+
+from .records import dataclass
 
 
 @dataclass(frozen=True)

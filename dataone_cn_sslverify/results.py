@@ -13,13 +13,11 @@ only inferred (see `ProbeResult.verified`) unless the server echoes
 ``SSL_CLIENT_VERIFY`` in a response header (`VERIFY_HEADERS`).
 """
 
-from __future__ import annotations
-
-from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .clients import API, CLIENTS, Client, Profile
 from .tlsobserve import HOW_RENEGOTIATION_REFUSED, Event, classify, parse_http_response
+from .records import dataclass
 
 __all__ = [
     "VERIFY_HEADERS",

@@ -30,16 +30,14 @@ undo removes it). A journal from disk is validated before anything is done
 with it (`Journal.from_json`, `check_trusted`).
 """
 
-from __future__ import annotations
-
 import os
 import re
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import apachectl, display, paths
 from .store import ChangedMeanwhile, JournalUnreadable, Store, cas_remove, cas_write, read, sha256, temp_path
+from .records import asdict, dataclass, field
 
 VERSION = 2
 STEPS = ("journal", "written", "reloaded")

@@ -10,14 +10,12 @@ Location, then If: the last applicable ``SSLVerifyClient`` wins), and the
 paths that require a client certificate. Input is `loaded.ConfigView`.
 """
 
-from __future__ import annotations
-
 import re
-from dataclasses import dataclass
 from typing import List, Optional, Sequence, Set, Tuple
 
 from . import policy
 from .loaded import ConfigView, Ctx, Entry
+from .records import dataclass
 
 #: A request path the CN REST API serves (what "/cn" means for coverage tests).
 CN_SAMPLE_PATH = "/cn/v2/object"

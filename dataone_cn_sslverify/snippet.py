@@ -20,8 +20,6 @@ and the ``<If>``'s pattern must exempt every browser of the client catalogue
 User-Agents with the pattern, as Apache would (`uamatch`).
 """
 
-from __future__ import annotations
-
 import hashlib
 import os
 import re

@@ -26,8 +26,6 @@ created without following links, and backup records are only believed when
 their names follow the naming scheme and their files lie in ``backups/``.
 """
 
-from __future__ import annotations
-
 import errno
 import fcntl
 import hashlib
@@ -36,11 +34,11 @@ import os
 import re
 import stat
 import time
-from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Optional
 
 from . import display
 from .errors import Refused, Unrestored
+from .records import asdict, dataclass
 
 KEEP_BACKUPS = 10
 TMP_SUFFIX = ".dataone-cn-sslverify.tmp"

@@ -1,7 +1,5 @@
 """Unified diffs of file texts: what `diff` prints and `apply` logs. Pure."""
 
-from __future__ import annotations
-
 import difflib
 import re
 

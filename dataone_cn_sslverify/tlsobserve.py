@@ -19,14 +19,12 @@ probe sends (`build_request`) and how the response is read
 function of its arguments.
 """
 
-from __future__ import annotations
-
 import re
 import socket
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .clients import Profile
+from .records import dataclass
 
 __all__ = [
     "BACKENDS",

@@ -24,8 +24,6 @@ wrapper that runs the command with it); the package reads no environment
 variable for it.
 """
 
-from __future__ import annotations
-
 import json
 import os
 import syslog

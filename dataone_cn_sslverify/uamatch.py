@@ -7,13 +7,11 @@ groups, classes, quantifiers, anchors); where `re` cannot compile a pattern
 the caller refuses it rather than guess (docs/policy.md).
 """
 
-from __future__ import annotations
-
 import re
-from dataclasses import dataclass
 from typing import Optional, Pattern, Tuple
 
 from . import apacheconf as ac
+from .records import dataclass
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,6 @@ update``, ``apt-get install``. The chroot has no other apt source.
 Usage: demo-apt-repo.py [DIST_APT_DIR [SUITE]]   (default: dist/apt bookworm)
 """
 
-from __future__ import annotations
-
 import functools
 import http.server
 import sys

@@ -18,8 +18,6 @@ built on first use, ~1 min), with Apache listening on free 127.0.0.1 ports:
 Usage: demo-deb.py PATH.deb    (the Makefile passes dist/dataone-cn-sslverify_VERSION_all.deb)
 """
 
-from __future__ import annotations
-
 import hashlib
 import os
 import sys

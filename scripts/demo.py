@@ -14,8 +14,6 @@ operator would type it on a CN (there the environment variables are not
 needed: the defaults are /etc/apache2 and /var/lib/dataone-cn-sslverify).
 """
 
-from __future__ import annotations
-
 import os
 import shutil
 import subprocess

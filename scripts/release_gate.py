@@ -19,16 +19,15 @@ facts from git and the file.  Prints ``VERSION TAG DISTRIBUTION`` on success;
 exits with ExitCode.REFUSED (2) and one line per reason otherwise.
 """
 
-from __future__ import annotations
-
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
 from debian.changelog import Changelog, ChangelogParseError
+
+from dataone_cn_sslverify.records import dataclass
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

@@ -5,8 +5,6 @@ reports green while testing nothing.  If the tools are missing the fixtures
 *fail* and say how to get them (``make test`` installs apache2).
 """
 
-from __future__ import annotations
-
 import os
 import sys
 from pathlib import Path

@@ -14,8 +14,6 @@ live in ``tests/fixtures/vhosts/cn-ssl.<variant>.conf``; the four are
 byte-identical except for the client-verification block.
 """
 
-from __future__ import annotations
-
 import re
 from pathlib import Path
 from typing import Dict, Tuple, Union

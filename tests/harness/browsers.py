@@ -19,8 +19,6 @@ Each run is bounded by a timeout; the browser's whole process group is
 killed at the end (it was started in its own session).
 """
 
-from __future__ import annotations
-
 import os
 import re
 import shutil
@@ -28,9 +26,10 @@ import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
+
+from dataone_cn_sslverify.records import dataclass, field
 
 __all__ = ["BROWSERS", "BrowserRun", "browser_version", "run_browser", "missing_tools"]
 

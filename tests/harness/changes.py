@@ -4,8 +4,6 @@ Shared by the client-matrix and `check` tests: they need the applied state and
 the TLS 1.2 opt-in on a live instance, independently of the transaction.
 """
 
-from __future__ import annotations
-
 from dataone_cn_sslverify import apacheconf as ac
 from dataone_cn_sslverify import policy
 

@@ -27,8 +27,6 @@ Every process of the instance is recognisable by the ``-d <confdir>`` that
 emergency cleanup use that to make sure no stray server survives a test.
 """
 
-from __future__ import annotations
-
 import os
 import re
 import shutil
@@ -40,12 +38,13 @@ import subprocess
 import tempfile
 import time
 import weakref
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
 from . import VARIANTS, render_fixture
 from .pki import Pki, make_pki
+from dataone_cn_sslverify import sslcompat
+from dataone_cn_sslverify.records import dataclass, field
 
 __all__ = ["ApacheInstance", "ApacheError", "CommandResult", "Response", "USER_AGENTS", "DEFAULT_MODULES"]
 
@@ -882,18 +881,18 @@ class ApacheInstance:
         ctx.load_verify_locations(cafile=str(self.pki.ca_cert))
         ctx.check_hostname = True
         if tls == "1.2":
-            ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+            sslcompat.set_range(ctx, minimum=sslcompat.TLSv1_2, maximum=sslcompat.TLSv1_2)
         elif tls == "1.3":
-            ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+            sslcompat.set_range(ctx, minimum=sslcompat.TLSv1_3, maximum=sslcompat.TLSv1_3)
         elif tls is not None:
             raise ValueError("tls must be None, '1.2' or '1.3'")
         client = self._client_cert(cert)
         if client is not None:
             ctx.load_cert_chain(str(client))
         if post_handshake_auth is not None:
-            ctx.post_handshake_auth = post_handshake_auth
+            sslcompat.set_post_handshake_auth(ctx, post_handshake_auth)
         if no_renegotiation:
-            ctx.options |= ssl.OP_NO_RENEGOTIATION
+            ctx.options |= sslcompat.OP_NO_RENEGOTIATION
         req = "GET %s HTTP/1.1\r\nHost: %s:%d\r\n" % (path, self.server_name, self.https_port)
         if user_agent is not None:
             req += "User-Agent: %s\r\n" % user_agent

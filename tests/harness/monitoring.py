@@ -12,8 +12,6 @@ then optionally `` | `` and space-separated performance data
 ``'label'=value[UOM];[warn];[crit];[min];[max]``; the text carries no ``|``.
 """
 
-from __future__ import annotations
-
 import re
 from typing import Dict, List, Tuple
 

@@ -20,14 +20,13 @@ What is built, and why each piece exists:
   ``curl --cert`` and ``openssl s_client -cert`` accept in one argument.
 """
 
-from __future__ import annotations
-
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Union
+
+from dataone_cn_sslverify.records import dataclass
 
 __all__ = ["Pki", "make_pki", "CLIENT_SUBJECT", "UNTRUSTED_CLIENT_SUBJECT"]
 

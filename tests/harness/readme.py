@@ -9,8 +9,6 @@ A shown line may carry optional parts in brackets (``probe [--cert PEM
 line yields the form with every optional part and the form with none.
 """
 
-from __future__ import annotations
-
 import re
 import shlex
 from pathlib import Path

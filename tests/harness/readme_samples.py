@@ -19,8 +19,6 @@ backup ids, pids, byte counts); ``python3 tests/harness/readme_samples.py``
 (``make readme-samples``) rewrites the README's blocks from a fresh run.
 """
 
-from __future__ import annotations
-
 import re
 import subprocess
 import sys

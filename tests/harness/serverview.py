@@ -9,11 +9,10 @@ requested, AH02261 renegotiation failed, AH10129 post-handshake request,
 AH10158 post-handshake authentication impossible).
 """
 
-from __future__ import annotations
-
 import re
-from dataclasses import dataclass, field
 from typing import Dict, List, Tuple
+
+from dataone_cn_sslverify.records import dataclass, field
 
 __all__ = ["RequestLine", "enable_request_log", "request_lines", "ah_codes_by_port", "AH_MEANING"]
 

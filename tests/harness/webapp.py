@@ -13,8 +13,6 @@ Both servers bind 127.0.0.1 only, on a free port, in a daemon thread, and
 ``close()`` shuts them down.
 """
 
-from __future__ import annotations
-
 import json
 import queue
 import threading

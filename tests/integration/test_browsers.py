@@ -25,18 +25,16 @@ TLS 1.2 is pinned on the server: the policy's own opt-in
 in the vhost before.
 """
 
-from __future__ import annotations
-
 import os
 import subprocess
 import time
-from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import quote
 
 import pytest
 
 from dataone_cn_sslverify import clients as C
+from dataone_cn_sslverify.records import dataclass, field
 from harness import ApacheInstance, Pki
 from harness import browsers as B
 from harness.changes import patch_applied, set_tls12_only

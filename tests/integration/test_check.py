@@ -7,8 +7,6 @@ configuration, an edited browser pattern. Where ``check`` claims that
 something breaks, the test also shows it breaking with a real client.
 """
 
-from __future__ import annotations
-
 import json
 import os
 import subprocess

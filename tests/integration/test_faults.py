@@ -9,8 +9,6 @@ read-only bind mount of ``sites-available``.  Every test checks the outcome
 against the real server (curl) and the bytes on disk.
 """
 
-from __future__ import annotations
-
 import os
 import subprocess
 from pathlib import Path

@@ -5,8 +5,6 @@ repository, from another working directory, with no PYTHONPATH, against a
 real Apache whose policy file does not exist yet (no package installed).
 """
 
-from __future__ import annotations
-
 import json
 import os
 import subprocess

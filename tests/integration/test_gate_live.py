@@ -9,8 +9,6 @@ clients without post-handshake auth) is reported as its known effect, so
 handshake.
 """
 
-from __future__ import annotations
-
 import json
 import re
 from pathlib import Path

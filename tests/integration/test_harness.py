@@ -5,8 +5,6 @@ build a realistic CN, to report what the server really did, and to leave no
 server behind.  Each test here can fail if one of those promises breaks.
 """
 
-from __future__ import annotations
-
 import os
 import socket
 import time

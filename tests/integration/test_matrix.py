@@ -23,9 +23,6 @@ scripts/apt-ensure, and if that is impossible the test fails naming the
 package -- it never skips.
 """
 
-from __future__ import annotations
-
-import dataclasses
 import os
 import shutil
 import socket
@@ -40,6 +37,8 @@ from dataone_cn_sslverify import clients as C
 from dataone_cn_sslverify import probe as P
 from dataone_cn_sslverify import results as R
 from dataone_cn_sslverify import tlsobserve as T
+from dataone_cn_sslverify import records
+from dataone_cn_sslverify import sslcompat
 from harness import ApacheInstance, Pki
 from harness.changes import patch_applied, set_tls12_only
 from harness.instance import REPO_ROOT, SAFE_PATH
@@ -249,7 +248,7 @@ def raw_get(port: int, sni: Optional[str], host: str, user_agent: str) -> Tuple[
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    ctx.post_handshake_auth = False
+    sslcompat.set_post_handshake_auth(ctx, False)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         with ctx.wrap_socket(s, server_hostname=sni) as t:
             t.sendall(f"GET /cn/ HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {user_agent}\r\nConnection: close\r\n\r\n".encode())
@@ -448,7 +447,7 @@ def ensure_tool(binary: str, package: str) -> str:
     return path
 
 
-@dataclasses.dataclass
+@records.dataclass
 class Real:
     status: Optional[int]
     tls: Optional[str]
@@ -501,7 +500,7 @@ def run_java(rc: Dict[str, object], inst: ApacheInstance, cases: List[Tuple[str,
     url = f"https://{inst.server_name}:{inst.https_port}{PATH}"
     lines = [f"{i}\t{url}\t{ua}\t{tls}\t{rc['p12'] if cert else '-'}" for i, ua, tls, cert in cases]
     proc = subprocess.run([str(rc["java"]), f"-Djdk.net.hosts.file={rc['hosts']}", "-cp", str(rc["classes"]), "RealJava",
-                           str(inst.pki.ca_cert)], input="\n".join(lines) + "\n", capture_output=True, text=True,
+                           str(inst.pki.ca_cert)], input="\n".join(lines) + "\n", stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
                           timeout=120)
     got = parse_lines(proc.stdout)
     assert len(got) == len(cases), proc.stdout + proc.stderr
@@ -513,8 +512,8 @@ def run_go(rc: Dict[str, object], inst: ApacheInstance, cases: List[Tuple[str, s
     pki = inst.pki
     lines = [f"{i}\t{url}\t{ua}\t{tls}\t" + (f"{pki.client_cert}\t{pki.client_key}" if cert else "-\t-")
              + f"\t127.0.0.1:{inst.https_port}" for i, ua, tls, cert in cases]
-    proc = subprocess.run([str(rc["go"]), str(pki.ca_cert)], input="\n".join(lines) + "\n", capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run([str(rc["go"]), str(pki.ca_cert)], input="\n".join(lines) + "\n", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=120)
     got = parse_lines(proc.stdout)
     assert len(got) == len(cases), proc.stdout + proc.stderr
     return got
@@ -529,7 +528,7 @@ def run_requests(inst: ApacheInstance, ua: str, tls: str, cert: bool, monkeypatc
     class Pinned(HTTPAdapter):
         def init_poolmanager(self, *a, **kw):  # type: ignore[no-untyped-def]
             ctx = create_urllib3_context()  # urllib3 turns post-handshake auth on here
-            ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_2 if tls == "1.2" else ssl.TLSVersion.TLSv1_3
+            sslcompat.set_range(ctx, minimum=sslcompat.TLSv1_2 if tls == "1.2" else sslcompat.TLSv1_3, maximum=sslcompat.TLSv1_2 if tls == "1.2" else sslcompat.TLSv1_3)
             ctx.load_verify_locations(cafile=str(inst.pki.ca_cert))
             kw["ssl_context"] = ctx
             return super().init_poolmanager(*a, **kw)

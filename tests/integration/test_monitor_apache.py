@@ -8,8 +8,6 @@ server) and where the monitor claims something about the server, a real
 client shows it. The monitor itself must never write, reload or recover.
 """
 
-from __future__ import annotations
-
 import os
 import subprocess
 from pathlib import Path

@@ -9,8 +9,6 @@ Faults are real: edits Apache itself rejects, another file that breaks the
 configuration, a SIGKILL in the middle of an apply.
 """
 
-from __future__ import annotations
-
 import subprocess
 from typing import Callable, Optional
 

@@ -7,9 +7,6 @@ Where it matters the probe's answer is cross-checked against an independent
 client (curl -v, through the harness) and against Apache's error log.
 """
 
-from __future__ import annotations
-
-import dataclasses
 import json
 from typing import Dict, Iterator, List, Optional
 
@@ -21,6 +18,7 @@ from dataone_cn_sslverify import livecheck
 from dataone_cn_sslverify import probe as P
 from dataone_cn_sslverify import results as R
 from dataone_cn_sslverify import tlsobserve as T
+from dataone_cn_sslverify import records
 from harness import VARIANTS, ApacheInstance, Pki
 from harness.instance import USER_AGENTS
 
@@ -44,7 +42,7 @@ def instrument(client: str, **kw: object) -> C.Profile:
 IE11 = instrument("browser-ie11-win7")
 SAFARI = instrument("browser-safari-macos")
 CURL = instrument("api-curl", cert=True)
-JAVA = dataclasses.replace(instrument("api-java-httpclient", cert=True), pha=False)
+JAVA = records.replace(instrument("api-java-httpclient", cert=True), pha=False)
 #: One profile per browser family and the API stacks: the requests each variant makes are visible.
 PROFILES = [instrument(c.id) for c in C.CLIENTS if c.kind == C.BROWSER and c.id != "browser-metacatui-xhr"] + [
     CURL, instrument("api-python-requests", cert=True), JAVA]
@@ -94,7 +92,7 @@ def run(
         inst.https_port,
         inst.server_name,
         path,
-        dataclasses.replace(profile, tls=tls),
+        records.replace(profile, tls=tls),
         client_cert=str(certs[0]) if certs[0] else None,
         client_key=str(certs[1]) if certs[1] else None,
         backend=backend,
@@ -171,7 +169,7 @@ def test_webkit_only_tls13_request_is_visible_only_with_pha(servers, backend):
     ie = run(inst, IE11, "1.3", backend)
     assert ie.cert_requested and ie.how == T.HOW_POST_HANDSHAKE and ie.status == 200, row(ie)
     # ...a client without PHA sees none, only a 403 -- and the gate still catches it.
-    blind = run(inst, dataclasses.replace(IE11, pha=False), "1.3", backend)
+    blind = run(inst, records.replace(IE11, pha=False), "1.3", backend)
     assert not blind.cert_requested and blind.status == 403, row(blind)
     safari = run(inst, SAFARI, "1.3", backend)
     assert not safari.cert_requested and safari.status == 200, row(safari)
@@ -185,7 +183,7 @@ def test_webkit_only_probe_agrees_with_curl(servers):
             ref = inst.request(PATH, user_agent=USER_AGENTS[ua_key], tls=tls)
             assert ref.cert_requested is not None, ref
             for backend in BACKENDS:
-                r = run(inst, dataclasses.replace(profile, user_agent=USER_AGENTS[ua_key]), tls, backend, cert="none")
+                r = run(inst, records.replace(profile, user_agent=USER_AGENTS[ua_key]), tls, backend, cert="none")
                 assert r.cert_requested == ref.cert_requested, (tls, ua_key, backend, row(r), str(ref))
                 assert r.status == ref.status, (tls, ua_key, backend, row(r), str(ref))
                 assert r.verified == ref.client_verify, (tls, ua_key, backend, row(r), str(ref))
@@ -252,7 +250,7 @@ def test_browser_list_tls13_without_pha_gets_403_with_or_without_cert(servers, b
         assert r.tls == "1.3" and not r.cert_requested and r.status == 403 and not r.cert_sent, row(r)
     assert "AH10158" in inst.error_log_since(mark)
     # The same client with PHA is asked and gets in.
-    r = run(inst, dataclasses.replace(JAVA, pha=True), "1.3", backend)
+    r = run(inst, records.replace(JAVA, pha=True), "1.3", backend)
     assert r.how == T.HOW_POST_HANDSHAKE and r.status == 200 and r.verified == "SUCCESS", row(r)
 
 
@@ -308,7 +306,7 @@ def test_server_verification_with_ca_file(servers, backend):
 def test_openssl_fallback_is_chosen_and_works_without_the_python_hook(servers, monkeypatch):
     monkeypatch.setattr(P, "_HAS_MSG_CALLBACK", False)
     inst = servers["browser-list"]
-    r = P.probe("127.0.0.1", inst.https_port, inst.server_name, PATH, dataclasses.replace(CURL, tls="1.3"),
+    r = P.probe("127.0.0.1", inst.https_port, inst.server_name, PATH, records.replace(CURL, tls="1.3"),
                 client_cert=str(inst.pki.client_pem))
     assert r.backend == "openssl" and r.how == T.HOW_POST_HANDSHAKE and r.status == 200 and r.verified == "SUCCESS"
 

@@ -7,8 +7,6 @@ that change the vhost (``apply``, ``revert``, ``restore``) are parsed in
 tests/unit/test_cli.py and exercised by tests/integration/test_transaction.py.
 """
 
-from __future__ import annotations
-
 import subprocess
 from pathlib import Path
 from typing import Dict, List

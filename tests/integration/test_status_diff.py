@@ -8,8 +8,6 @@ config-tested by the real Apache; expectations about the block are derived
 from the fixture text here, not from the package's own modules.
 """
 
-from __future__ import annotations
-
 import json
 import os
 import re

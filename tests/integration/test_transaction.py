@@ -13,8 +13,6 @@ running with the old behaviour (curl with an IE11 User-Agent over TLS 1.2 is
 asked for a certificate), and no journal left behind.
 """
 
-from __future__ import annotations
-
 import fcntl
 import hashlib
 import os

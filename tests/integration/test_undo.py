@@ -7,8 +7,6 @@ operator's edit still there), whether the live server answers and how
 the tool's own was written.
 """
 
-from __future__ import annotations
-
 import os
 import shlex
 import signal

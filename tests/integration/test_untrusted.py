@@ -9,8 +9,6 @@ checks the files a person would check (the victim file untouched, the vhost
 as it was) and what the command says.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import os

@@ -9,20 +9,18 @@ on disk, Apache's processes and error log, and curl's view of the TLS
 handshake (``ApacheInstance.request``).
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from harness import ApacheInstance
 from harness.instance import USER_AGENTS
+from dataone_cn_sslverify.records import dataclass
 
 PYTHON = sys.executable  # Debian's 3.11 under `make test`, 3.6 under `make test-py36`
 MAIN = Path(__file__).resolve().parents[2]

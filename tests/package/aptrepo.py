@@ -9,8 +9,6 @@ checks the signature against that keyring alone (``Signed-By:``), never
 refuses: a tampered ``Packages``, a repository signed by another key.
 """
 
-from __future__ import annotations
-
 import atexit
 import gzip
 import hashlib
@@ -18,9 +16,10 @@ import lzma
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence
+
+from dataone_cn_sslverify.records import dataclass
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"

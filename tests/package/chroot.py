@@ -63,8 +63,6 @@ Command line (used by ``scripts/make-chroot``, ``make piuparts``, ``make demo-de
     python3 tests/package/chroot.py piuparts-tgz  # print a .tgz for piuparts --basetgz
 """
 
-from __future__ import annotations
-
 import fcntl
 import gzip
 import hashlib
@@ -80,9 +78,13 @@ import sys
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if _REPO_ROOT not in sys.path:  # run as a script: import dataone_cn_sslverify from this tree
+    sys.path.insert(0, _REPO_ROOT)
+from dataone_cn_sslverify.records import dataclass
 
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:

@@ -5,8 +5,6 @@ They are part of `make test`; deselect them for a fast run with
 needs no pytest.ini.
 """
 
-from __future__ import annotations
-
 import os
 import subprocess
 from pathlib import Path

@@ -28,8 +28,6 @@ The build tests are marked ``package`` (deselect: ``-m "not package"``);
 the static checks at the top need no build and always run.
 """
 
-from __future__ import annotations
-
 import gzip
 import hashlib
 import os
@@ -38,11 +36,12 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
 import pytest
+
+from dataone_cn_sslverify.records import dataclass
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:

@@ -23,8 +23,6 @@ fail on purpose), cn3 (webkit-only).  One test, four ansible-playbook runs:
 Marked ``fleet`` (and ``package``); ``make test-fleet`` runs only this.  ~1-2 min once the chroot cache exists.
 """
 
-from __future__ import annotations
-
 import json
 import os
 import subprocess
@@ -109,7 +107,7 @@ def fleet(debs: Dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> It
 def playbook(tmp: Path, fleet: Dict[str, C.Chroot], name: str, *args: str) -> Tuple[subprocess.CompletedProcess, dict]:
     inv = tmp / "inventory.ini"
     inv.write_text(C.ansible_inventory(fleet, C.write_chroot_exe(tmp / "chroot-exe")))
-    report = tmp / f"report-{name}-{time.monotonic_ns()}.json"
+    report = tmp / f"report-{name}-{int(time.monotonic() * 1e9)}.json"
     t0 = time.monotonic()
     p = subprocess.run(["ansible-playbook", "-i", str(inv), name, "-e", f"cn_sslverify_report={report}", *args],
                        cwd=str(ANSIBLE_DIR), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -28,8 +28,6 @@ run on a machine builds each cached chroot (~70 s each).  Marked ``lifecycle`` (
 keeps each test's overlay upper dir (its changes) for inspection.
 """
 
-from __future__ import annotations
-
 import hashlib
 import json
 import os
@@ -38,11 +36,12 @@ import stat
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Tuple
 
 import pytest
+
+from dataone_cn_sslverify.records import dataclass
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

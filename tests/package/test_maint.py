@@ -10,8 +10,6 @@ elsewhere. The dpkg side (install, upgrade, triggers, purge in a chroot) is
 the lifecycle suite's job; this checks the decisions.
 """
 
-from __future__ import annotations
-
 import json
 import os
 import re

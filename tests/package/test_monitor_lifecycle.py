@@ -18,8 +18,6 @@ Runs on the first suite of ``$DATAONE_CN_SSLVERIFY_LIFECYCLE_SUITES`` only
 this adds the plugins). Marked ``lifecycle`` and ``package``.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 from pathlib import Path

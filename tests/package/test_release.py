@@ -18,19 +18,18 @@ session's .deb is signed and published here with a throwaway key, by the same
 scripts.
 """
 
-from __future__ import annotations
-
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
 import pytest
 from debian.deb822 import Changes, Packages, Release
+
+from dataone_cn_sslverify.records import dataclass
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]

@@ -1,7 +1,5 @@
 """apacheconf: lossless round trip, structure, errors with file:line."""
 
-from __future__ import annotations
-
 import glob
 import os
 

@@ -1,7 +1,5 @@
 """apachectl's pure-ish helpers that need no Apache: where a port is listened on, dump parsing."""
 
-from __future__ import annotations
-
 import socket
 
 from dataone_cn_sslverify import apachectl

@@ -5,8 +5,6 @@ and the parser rejects fails here (their runs against a real Apache are in
 tests/integration/test_readme.py).
 """
 
-from __future__ import annotations
-
 import json
 import socket
 from pathlib import Path

@@ -1,7 +1,5 @@
 """display: commands survive a shell exactly, config text cannot drive the terminal."""
 
-from __future__ import annotations
-
 import shlex
 import subprocess
 

@@ -9,8 +9,6 @@ vhost-level ``optional`` asks everyone in the handshake; a ``require``
 Location aborts the handshake without a valid certificate.
 """
 
-from __future__ import annotations
-
 import json
 import re
 from typing import List, Optional, Sequence

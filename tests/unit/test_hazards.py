@@ -4,8 +4,6 @@ The vhosts are the real fixture files (tests/fixtures/vhosts), laid out like
 /etc/apache2 in a dict; nothing touches the disk or a server here.
 """
 
-from __future__ import annotations
-
 import fnmatch
 from typing import Dict, List, Optional
 

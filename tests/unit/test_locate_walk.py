@@ -1,7 +1,5 @@
 """locate's fallback walk (Apache cannot list its files): one walker, `loaded.expand_config`, on real files."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 

@@ -13,8 +13,6 @@ then optionally `` | `` and space-separated performance data
 ``'label'=value[UOM];[warn];[crit];[min];[max]``; the text carries no ``|``.
 """
 
-from __future__ import annotations
-
 import json
 import os
 import re

@@ -1,7 +1,5 @@
 """The administrator's opt-out record and the status lines built from Apache's words (no Apache needed)."""
 
-from __future__ import annotations
-
 import json
 import os
 import stat

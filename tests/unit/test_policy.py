@@ -1,7 +1,5 @@
 """policy: recognition of every historical block, refusals, patches that touch only the block."""
 
-from __future__ import annotations
-
 import os
 import re
 

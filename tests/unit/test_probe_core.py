@@ -1,8 +1,5 @@
 """Unit tests for the pure core of `probe`: profiles, classifier, parsers."""
 
-from __future__ import annotations
-
-import dataclasses
 import socket
 
 import pytest
@@ -12,6 +9,7 @@ from dataone_cn_sslverify import probe as P
 from dataone_cn_sslverify import results as R
 from dataone_cn_sslverify import tlsobserve as T
 from dataone_cn_sslverify.tlsobserve import Event
+from dataone_cn_sslverify import records
 
 
 def ev(direction, kind, length=0, detail="", version=None):
@@ -328,13 +326,13 @@ class TestProfiles:
             C.get_profile("api-curl")  # the legacy quick set is gone: one catalogue
 
     def test_frozen(self):
-        with pytest.raises(dataclasses.FrozenInstanceError):
+        with pytest.raises(records.FrozenInstanceError):
             C.CLIENTS[0].id = "x"  # type: ignore[misc]
 
 
 class TestSClientArgv:
     def test_full(self):
-        prof = dataclasses.replace(C.get_profile("api-curl/1.3/cert"), tls="1.3")
+        prof = records.replace(C.get_profile("api-curl/1.3/cert"), tls="1.3")
         argv = T.s_client_argv(
             "127.0.0.1", 8443, "cn.test", prof, "/tmp/m", ca_file="ca.crt", client_cert="c.pem", client_key="c.key"
         )
@@ -355,7 +353,7 @@ class TestSClientArgv:
             assert part in joined
 
     def test_minimal(self):
-        prof = dataclasses.replace(C.get_profile("browser-chrome/1.3/nocert"), tls=None)
+        prof = records.replace(C.get_profile("browser-chrome/1.3/nocert"), tls=None)
         argv = T.s_client_argv("::1", 443, "127.0.0.1", prof, "/tmp/m", client_cert="c")
         assert "[::1]:443" in argv and "-noservername" in argv
         for flag in ("-enable_pha", "-cert", "-tls1_2", "-tls1_3", "-CAfile", "-servername"):

@@ -7,12 +7,8 @@ not exempt is asked by renegotiation (TLS 1.2) or post-handshake auth (TLS
 1.3); a client refusing renegotiation gets no answer; one without PHA gets 403.
 """
 
-from __future__ import annotations
-
-import dataclasses
 import json
 import re
-import ssl
 from typing import List, Optional, Sequence
 
 import pytest
@@ -24,6 +20,8 @@ from dataone_cn_sslverify import results as R
 from dataone_cn_sslverify import tlsobserve as T
 from dataone_cn_sslverify.results import ProbeResult
 from dataone_cn_sslverify.tlsobserve import Event
+from dataone_cn_sslverify import records
+from dataone_cn_sslverify import sslcompat
 
 WEBKIT = "webkit"
 TARGET = policy.DEFAULT_PATTERN
@@ -154,10 +152,10 @@ class TestRefusedRenegotiation:
         assert "-no_renegotiation" in T.s_client_argv("h", 1, "n", go, "/m")
         assert "-no_renegotiation" not in T.s_client_argv("h", 1, "n", C.get_profile("api-curl/1.2/nocert"), "/m")
         ctx = P._python_context(go, None, None, None)
-        assert ctx.options & P._OP_NO_RENEGOTIATION and not ctx.post_handshake_auth
+        assert ctx.options & P._OP_NO_RENEGOTIATION and not sslcompat.post_handshake_auth(ctx)
         ctx = P._python_context(C.get_profile("api-curl/1.3/nocert"), None, None, None)
-        assert not ctx.options & P._OP_NO_RENEGOTIATION and ctx.post_handshake_auth
-        assert ctx.maximum_version == ssl.TLSVersion.TLSv1_3
+        assert not ctx.options & P._OP_NO_RENEGOTIATION and sslcompat.post_handshake_auth(ctx)
+        assert sslcompat.maximum_version(ctx) == sslcompat.TLSv1_3
 
     def test_diagnosis(self):
         go = C.get_profile("api-go/1.2/nocert")
@@ -224,4 +222,4 @@ def test_instrument_rows_reveal_what_real_browsers_cannot_see():
     by = {r.name: r for r in rows}
     assert by["browser-firefox/1.3/nocert"].outcome == "refused"
     assert by["browser-firefox/1.3/nocert/pha"].how == T.HOW_POST_HANDSHAKE
-    assert dataclasses.asdict(by["browser-chrome/1.3/nocert/pha"])["cert_requested"] is False
+    assert records.asdict(by["browser-chrome/1.3/nocert/pha"])["cert_requested"] is False

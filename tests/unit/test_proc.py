@@ -1,7 +1,5 @@
 """proc.run: one timeout, one decoding, no exception for a program's own failure (real programs)."""
 
-from __future__ import annotations
-
 import os
 
 from dataone_cn_sslverify import proc

@@ -1,7 +1,5 @@
 """reverter and store on a temp dir: journal validation, the bytes rule, compare-and-swap, state dir checks."""
 
-from __future__ import annotations
-
 import os
 
 import pytest

@@ -1,7 +1,5 @@
 """The browser tests' server view: request-log lines tied to their connection's AH codes by client port."""
 
-from __future__ import annotations
-
 from harness.serverview import ah_codes_by_port, request_lines
 
 ERROR_LOG = """\

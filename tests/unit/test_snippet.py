@@ -1,7 +1,5 @@
 """snippet: the policy file's contract (file:line in every refusal), its live copy, how status describes it."""
 
-from __future__ import annotations
-
 import os
 import re
 
