@@ -197,8 +197,8 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
 
 
 def _run_transaction(op: str, args: argparse.Namespace, out: Output,
-                     after: Optional[Callable[[transaction.Outcome], None]] = None, **kw: Any) -> int:
-    def report(step: transaction.Step) -> None:
+                     after: "Optional[Callable[[transaction.Outcome], None]]" = None, **kw: Any) -> int:
+    def report(step: "transaction.Step") -> None:
         out.line(f"{step.name}: {'' if step.ok else 'FAILED: '}{step.detail}")
 
     t = transaction.Transaction(op, vhost=args.vhost, report=report, hold_signals=True, **kw)
@@ -214,7 +214,7 @@ def _run_transaction(op: str, args: argparse.Namespace, out: Output,
 
 
 def cmd_apply(args: argparse.Namespace, out: Output) -> int:
-    def clear_optout(outcome: transaction.Outcome) -> None:
+    def clear_optout(outcome: "transaction.Outcome") -> None:
         if optout.clear(paths.state_dir()):
             out.line("opt-out: cleared (the package applies the policy again on upgrades and triggers)")
 
@@ -224,7 +224,7 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_revert(args: argparse.Namespace, out: Output) -> int:
     """A revert by hand is the administrator's decision: record it, so the package never undoes it."""
-    def record_optout(outcome: transaction.Outcome) -> None:
+    def record_optout(outcome: "transaction.Outcome") -> None:
         try:
             rec = optout.record(paths.state_dir(), outcome.file or args.vhost or "")
         except OSError as exc:
