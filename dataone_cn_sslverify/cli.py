@@ -20,6 +20,7 @@ from . import __version__
 from . import apacheconf as ac
 from . import apachectl, clients, display, hoststate, locate, optout, paths, policy, snippet
 from .errors import ExitCode, Refused, SslVerifyError
+from .loaded import default_read
 from .store import LockTimeout, Store
 
 
@@ -159,23 +160,9 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
 def _policy_doc() -> Dict[str, Any]:
     """The policy file, its live copy, and whether they agree (`snippet.describe`)."""
     conffile, live = paths.policy_path(), paths.live_path()
-
-    def maybe(path: str) -> Optional[bytes]:
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except OSError:
-            return None
-
-    conf, cur = maybe(conffile), maybe(live)
-    rejected = None
-    rec = maybe(os.path.join(paths.state_dir(), "rejected.json"))
-    if conf is not None and rec is not None:
-        try:
-            rejected = snippet.rejected_reason(json.loads(rec.decode("utf-8")), conffile, conf)
-        except ValueError:
-            rejected = None
-    return {"file": conffile, "live": live, "status": snippet.describe(conffile, conf, cur, rejected)}
+    status = snippet.status_line(conffile, default_read(conffile), default_read(live),
+                                 default_read(os.path.join(paths.state_dir(), "rejected.json")))
+    return {"file": conffile, "live": live, "status": status}
 
 
 def cmd_diff(args: argparse.Namespace, out: Output) -> int:

@@ -26,7 +26,7 @@ import time
 from typing import Dict, Optional, Tuple
 
 from . import apacheconf as ac
-from . import apachectl, locate, monitor_cache, optout, policy
+from . import apachectl, locate, monitor_cache, optout, paths, policy
 from . import snippet as contract
 from .monitor import HazardSeen, Observations, Replication
 from .store import Store, sha256
@@ -251,14 +251,9 @@ def snippet_state(store: Store, snippet: str) -> Tuple[str, str]:
             return _read_small(path)
         except OSError:
             return None
-    conf, live = maybe(snippet), maybe(contract.live_path(snippet))
-    rejected, rec = None, maybe(os.path.join(store.root, "rejected.json"))
-    if conf is not None and rec is not None:
-        try:
-            rejected = contract.rejected_reason(json.loads(rec.decode("utf-8")), snippet, conf)
-        except (ValueError, UnicodeDecodeError):
-            rejected = None
-    return snippet_status_of(contract.describe(snippet, conf, live, rejected))
+    line = contract.status_line(snippet, maybe(snippet), maybe(paths.live_path()),
+                                maybe(os.path.join(store.root, "rejected.json")))
+    return snippet_status_of(line)
 
 
 def _lock_shared(store: Store, wait: float) -> Tuple[Optional[int], str]:
