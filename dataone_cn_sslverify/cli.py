@@ -28,7 +28,9 @@ class _OnFirstUse:
     """A module imported when an attribute of it is first used.
 
     ``monitor`` runs every minute (Check_MK, Nagios) and must not pay for
-    importing the probe stack (``ssl``, threads) or the transaction.
+    importing the probe stack (``ssl``, threads) or the transaction. Annotations
+    that name its types are strings: without ``from __future__ import
+    annotations`` (Python 3.6) a bare one would import it at definition.
     """
 
     def __init__(self, name: str) -> None:
@@ -184,8 +186,8 @@ def cmd_diff(args: argparse.Namespace, out: Output) -> int:
 
 
 def _run_transaction(op: str, args: argparse.Namespace, out: Output,
-                     after: Optional[Callable[[transaction.Outcome], None]] = None, **kw: Any) -> int:
-    def report(step: transaction.Step) -> None:
+                     after: "Optional[Callable[[transaction.Outcome], None]]" = None, **kw: Any) -> int:
+    def report(step: "transaction.Step") -> None:
         out.line(f"{step.name}: {'' if step.ok else 'FAILED: '}{step.detail}")
 
     t = transaction.Transaction(op, vhost=args.vhost, report=report, hold_signals=True, **kw)
@@ -201,7 +203,7 @@ def _run_transaction(op: str, args: argparse.Namespace, out: Output,
 
 
 def cmd_apply(args: argparse.Namespace, out: Output) -> int:
-    def clear_optout(outcome: transaction.Outcome) -> None:
+    def clear_optout(outcome: "transaction.Outcome") -> None:
         if optout.clear(paths.state_dir()):
             out.line("opt-out: cleared (the package applies the policy again on upgrades and triggers)")
 
@@ -211,7 +213,7 @@ def cmd_apply(args: argparse.Namespace, out: Output) -> int:
 
 def cmd_revert(args: argparse.Namespace, out: Output) -> int:
     """A revert by hand is the administrator's decision: record it, so the package never undoes it."""
-    def record_optout(outcome: transaction.Outcome) -> None:
+    def record_optout(outcome: "transaction.Outcome") -> None:
         try:
             rec = optout.record(paths.state_dir(), outcome.file or args.vhost or "")
         except OSError as exc:
