@@ -45,7 +45,9 @@ Commands:
     planning     the plan steps of a transaction: locate, plan apply/revert, a snippet edit, a restore
     hazards      ``check``'s rules: what in the loaded configuration breaks which clients (pure)
     checkrun     ``check``'s edge: locate, configtest, a few handshakes, the report
-    cli          the ``dataone-cn-sslverify`` command
+    cli          the ``dataone-cn-sslverify`` command: output, recovery first, one exit-code mapping
+    cliargs      its arguments: the parser (global options before or after the command)
+    statusview   the ``status`` command: vhosts, Apache, the policy's live copy, opt-out, drift, backups
     hoststate    what ``status`` adds: opt-out, drift, a configuration broken by someone else
     maint        the entry points the Debian maintainer scripts call
 """

@@ -1,4 +1,4 @@
-"""The ``dataone-cn-sslverify`` command: argument parsing, output, exit codes.
+"""The ``dataone-cn-sslverify`` command: output, exit codes (the parser is `cliargs`, ``status`` is `statusview`).
 
 Exit codes are `errors.ExitCode` (docs/design.md, "Exit codes"); an error
 reaches the operator through one mapping, `exit_code_of`. The global options
@@ -16,10 +16,11 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import __version__
 from . import apacheconf as ac
-from . import apachectl, clients, display, hoststate, locate, optout, paths, policy, snippet
+from . import clients, display, locate, optout, paths, policy
+from .cliargs import build_parser
 from .errors import ExitCode, Refused, SslVerifyError
+from .statusview import cmd_status
 from .store import LockTimeout, Store
 
 
@@ -27,7 +28,9 @@ class _OnFirstUse:
     """A module imported when an attribute of it is first used.
 
     ``monitor`` runs every minute (Check_MK, Nagios) and must not pay for
-    importing the probe stack (``ssl``, threads) or the transaction.
+    importing the probe stack (``ssl``, threads) or the transaction. Annotations
+    that name its types are strings: without ``from __future__ import
+    annotations`` (Python 3.6) a bare one would import it at definition.
     """
 
     def __init__(self, name: str) -> None:
@@ -61,24 +64,6 @@ class Output:
             sys.stdout.write("\n")
 
 
-def _vhost_doc(vf: locate.VhostFile, a: policy.Assessment) -> Dict[str, Any]:
-    doc: Dict[str, Any] = {
-        "file": a.filename,
-        "loaded_as": vf.path,
-        "line": a.line,
-        "server_name": a.server_name,
-        "addresses": a.addresses,
-        "state": a.state_label,
-        "variant": a.variant,
-        "block": ({"first_line": a.block.first_line, "last_line": a.block.last_line} if a.block else None),
-        "reason": a.reason,
-        "warnings": a.warnings,
-    }
-    if a.block is not None and a.block.pattern:
-        doc["pattern"] = a.block.pattern
-    return doc
-
-
 def recover_first(out: Output) -> int:
     """Every command first finishes the story of a run that died (design: crash safety).
 
@@ -105,77 +90,6 @@ def recover_first(out: Output) -> int:
         out.document(got.to_json())
         return ExitCode.UNRESTORED
     return -1
-
-
-def cmd_status(args: argparse.Namespace, out: Output) -> int:
-    loc = locate.locate(args.vhost, paths.policy_path())
-    running = apachectl.is_running()
-    config_ok = loc.config_ok if loc.config_ok is not None else apachectl.configtest().ok
-    vhosts = [(vf, a) for vf in loc.files for a in vf.assessments]
-    for vf, a in vhosts:
-        shown = a.filename if vf.path == a.filename else f"{a.filename} (loaded as {vf.path})"
-        blk = f", block lines {a.block.first_line}-{a.block.last_line}" if a.block else ""
-        out.line(f"vhost: {shown}:{a.line} {a.server_name or '-'} {' '.join(a.addresses)}: {a.state_label}{blk}")
-        if a.reason and a.state != "absent":
-            out.line(f"  reason: {a.reason}")
-            for ln in display.point_at_non_ascii(f"{a.filename}:{a.line} {a.reason}"):
-                out.line(f"  {ln}")
-        for w in a.warnings:
-            out.line(f"  warning: {w}")
-    if not vhosts:
-        out.line("vhost: no SSL vhost found")
-    if not loc.candidates():
-        out.line("error: no CN SSL vhost found: no SSL vhost Apache loads carries a client-verification block"
-                 + (" (use --vhost FILE to name one)" if not args.vhost else ""))
-    out.line(f"apache: {'running' if running else 'not running'}, config {'ok' if config_ok else 'FAILS configtest'}"
-             + (f" ({loc.config_error})" if loc.config_error else ""))
-    out.debug(f"found through: {loc.source}")
-    pol = _policy_doc()
-    out.line(f"policy: {pol['file']} -> {pol['live']}: {pol['status']}")
-    store = Store(paths.state_dir())
-    opted = optout.read(paths.state_dir())
-    if opted is not None:
-        out.line(f"package: {opted.describe()}; run `dataone-cn-sslverify apply` to manage it again")
-    notes = [hoststate.drift(a, store, opted) for _, a in vhosts]
-    if not config_ok and not any(a.state in ("applied", "superseded") for _, a in vhosts):
-        notes.append(hoststate.broken_line(apachectl.configtest().first_error))
-    notes = [n for n in notes if n]
-    for n in notes:
-        out.line(n)
-    backups = store.backups()
-    out.line(f"backups: {len(backups)} in {paths.state_dir()}" + (f", newest {backups[0].id}" if backups else ""))
-    out.document({
-        "vhosts": [_vhost_doc(vf, a) for vf, a in vhosts],
-        "optout": opted.to_json() if opted is not None else None,
-        "notes": notes,
-        "apache": {"running": running, "config_ok": config_ok, "confdir": apachectl.confdir()},
-        "policy": pol,
-        "source": loc.source,
-        "backups": [b.to_json() for b in backups],
-    })
-    return ExitCode.OK if loc.candidates() else ExitCode.NOT_FOUND
-
-
-def _policy_doc() -> Dict[str, Any]:
-    """The policy file, its live copy, and whether they agree (`snippet.describe`)."""
-    conffile, live = paths.policy_path(), paths.live_path()
-
-    def maybe(path: str) -> Optional[bytes]:
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except OSError:
-            return None
-
-    conf, cur = maybe(conffile), maybe(live)
-    rejected = None
-    rec = maybe(os.path.join(paths.state_dir(), "rejected.json"))
-    if conf is not None and rec is not None:
-        try:
-            rejected = snippet.rejected_reason(json.loads(rec.decode("utf-8")), conffile, conf)
-        except ValueError:
-            rejected = None
-    return {"file": conffile, "live": live, "status": snippet.describe(conffile, conf, cur, rejected)}
 
 
 def cmd_diff(args: argparse.Namespace, out: Output) -> int:
@@ -451,101 +365,6 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace, Output], int]] = {
 TRANSACTIONS = ("apply", "revert", "restore")
 #: Commands that never recover an interrupted change first (they must not write or reload).
 READ_ONLY = ("monitor",)
-
-
-def _global_options(suppress: bool) -> argparse.ArgumentParser:
-    """The options every command takes, as a parent parser.
-
-    The main parser and every subparser share it, so ``--json status`` and
-    ``status --json`` both work and each command's ``--help`` lists them. The
-    subparsers' copies default to SUPPRESS: a subparser writes its defaults
-    into the same namespace, and would otherwise reset a ``--vhost F`` given
-    before the command.
-    """
-    def default(value: Any) -> Any:
-        return argparse.SUPPRESS if suppress else value
-
-    g = argparse.ArgumentParser(add_help=False)
-    g.add_argument("--vhost", metavar="FILE", default=default(None),
-                   help="the vhost file to act on (default: found from what Apache loads)")
-    g.add_argument("--json", action="store_true", default=default(False), help="print one JSON document on stdout")
-    g.add_argument("--verbose", "-v", action="store_true", default=default(False), help="say more")
-    return g
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="dataone-cn-sslverify",
-        description="Stop asking browsers for an X.509 client certificate on a DataONE CN's /cn; keep asking API clients.",
-        parents=[_global_options(suppress=False)],
-        epilog="Exit codes: 0 done or nothing to do; 1 failed, previous configuration restored and active; "
-               "2 refused, nothing changed; 3 failed and not fully restored (the message says what to run); "
-               "4 no CN SSL vhost found; 5 a hazard (check, probe --compare); 6 the server could not be reached (probe).",
-    )
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    common = [_global_options(suppress=True)]
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    def command(name: str, text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=text, description=text, parents=common)
-
-    command("status", "each SSL vhost Apache loads and the state of its block")
-    sp = command("diff", "the unified diff `apply` would make; writes nothing")
-    sp.add_argument("--adopt", action="store_true", help="as `apply --adopt`")
-    for name, text in (("apply", "back up, patch, config test, graceful reload, live check; roll back on failure"),
-                       ("revert", "put the original block back, with the same safety steps")):
-        sp = command(name, text)
-        sp.add_argument("--no-reload", action="store_true", help="write and config-test only; do not reload Apache")
-        sp.add_argument("--no-probe", action="store_true", help="skip the live check after the reload")
-        if name == "apply":
-            sp.add_argument("--adopt", action="store_true",
-                            help="also replace a policy that is inline in the vhost (superseded) by the managed Include, "
-                                 "so that the policy file (and its TLS 1.2 opt-in) is what Apache loads; revert gives "
-                                 "the inline lines back")
-    command("backups", "list full-file backups (newest first)")
-    command("discard-journal", "set aside an unreadable journal of an interrupted run (a copy is kept)")
-    sp = command("restore", "restore a full-file backup by ID, with the same safety steps")
-    sp.add_argument("id", metavar="ID")
-    sp.add_argument("--no-reload", action="store_true", help="write and config-test only; do not reload Apache")
-    sp = command("probe", "which clients the live vhost asks for a certificate (exit 6 if the server cannot be reached)")
-    sp.add_argument("--connect", metavar="HOST:PORT", help="address to connect to (default: the vhost's own)")
-    sp.add_argument("--servername", metavar="NAME", help="SNI and Host header (default: the vhost's ServerName)")
-    sp.add_argument("--path", default="/cn/", help="request path (default: /cn/)")
-    sp.add_argument("--profile", action="append", metavar="NAME", help="only this client profile (repeatable)")
-    sp.add_argument("--cert", metavar="PEM", help="client certificate to present when asked")
-    sp.add_argument("--key", metavar="PEM", help="its private key (default: in --cert)")
-    sp.add_argument("--cacert", metavar="PEM", help="verify the server against this CA (default: no verification)")
-    sp.add_argument("--timeout", type=float, default=10.0, help="seconds per connection (default: 10)")
-    sp.add_argument("--client", action="append", metavar="ID", choices=[c.id for c in clients.CLIENTS],
-                    help="only this client family of the matrix (repeatable): " + ", ".join(c.id for c in clients.CLIENTS))
-    sp.add_argument("--kind", choices=clients.KINDS, help="only browser or only API client families")
-    sp.add_argument("--tls", action="append", choices=clients.TLS_VERSIONS, help="only this TLS version (repeatable)")
-    sp.add_argument("--no-instruments", action="store_true",
-                    help="no extra TLS 1.3 browser rows that offer post-handshake auth to make a request visible")
-    sp.add_argument("--backend", choices=BACKENDS, help="python (default) or openssl s_client")
-    sp.add_argument("--compare", metavar="JSON",
-                    help="a saved `probe --json`: exit 5 if an API client that worked then fails now, or a browser is asked")
-    sp = command("check", "hazards that break clients of the CN vhost (exit 5 when one is found)")
-    sp.add_argument("--connect", metavar="HOST:PORT", help="address for the live checks (default: the vhost's own)")
-    sp.add_argument("--servername", metavar="NAME", help="SNI for the live checks (default: the vhost's ServerName)")
-    sp.add_argument("--no-live", action="store_true", help="judge from the configuration only (no TLS handshakes)")
-    sp.add_argument("--timeout", type=float, default=5.0, help="seconds per live check (default: 5)")
-    sp = command("monitor", "one verdict for Check_MK/Nagios: OK, WARN (drift), CRIT, UNKNOWN; "
-                         "reads only, never reloads")
-    sp.add_argument("--format", choices=("nagios", "checkmk"), default="nagios",
-                    help="nagios: `STATUS - text | perfdata`, exit 0/1/2/3 (default); "
-                         "checkmk: a local-check line, exit 0")
-    sp.add_argument("--live", action="store_true",
-                    help="also probe the live vhost (a few clients, replication without a certificate)")
-    sp.add_argument("--cache", type=float, default=300.0, metavar="SECONDS",
-                    help="reuse a --live verdict this recent, kept in the state dir (default 300; 0: never)")
-    sp.add_argument("--timeout", type=float, default=5.0, help="seconds per live connection (default 5)")
-    return p
-
-
-#: `probe.BACKENDS`, spelled here so that building the parser does not import the probe stack.
-BACKENDS = ("python", "openssl")
 
 
 #: Errors raised by the standard library or by modules whose own types do not

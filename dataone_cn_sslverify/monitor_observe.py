@@ -26,9 +26,10 @@ import time
 from typing import Dict, Optional, Tuple
 
 from . import apacheconf as ac
-from . import apachectl, locate, monitor_cache, policy
+from . import apachectl, locate, monitor_cache, optout, paths, policy
+from . import snippet as contract
 from .monitor import HazardSeen, Observations, Replication
-from .store import Store, read, sha256
+from .store import Store, sha256
 
 #: How long a monitor run waits for a run in progress to release the lock before saying so.
 LOCK_WAIT = 2.0
@@ -221,13 +222,8 @@ def journal_state(store: Store) -> Tuple[str, str]:
 def optout_state(state_dir: str) -> Optional[str]:
     """The administrator's opt-out ("disabled by the administrator (...)"), or None.
 
-    Seam: the record and its reader belong to the opt-out module (``optout``);
-    without it, nothing records an opt-out and there is none.
+    The record and its reader belong to the opt-out module (``optout``).
     """
-    try:
-        from . import optout  # type: ignore[attr-defined]
-    except ImportError:
-        return None
     rec = optout.read(state_dir)
     return rec.describe() if rec is not None else None
 
@@ -245,43 +241,19 @@ def snippet_status_of(line: str) -> Tuple[str, str]:
 
 
 def snippet_state(store: Store, snippet: str) -> Tuple[str, str]:
-    """("live" | "edited" | "rejected" | "unknown", detail): is the policy snippet on disk what Apache loads?
+    """("live" | "edited" | "rejected", detail): is the policy snippet on disk what Apache loads?
 
-    Seam: with the live-copy module (``snippet``: the policy file, the copy
-    Apache loads, the record of a rejected edit), its own status line;
-    without it, the conffile against the bytes recorded at the last apply
-    (``snippet.json``), which cannot tell "rejected".
+    The live-copy module's (``snippet``: the policy file, the copy Apache
+    loads, the record of a rejected edit) own status line.
     """
-    try:
-        from . import snippet as contract  # type: ignore[attr-defined]
-    except ImportError:
-        contract = None
-    if contract is not None:
-        def maybe(path: str) -> Optional[bytes]:
-            try:
-                return _read_small(path)
-            except OSError:
-                return None
-        conf, live = maybe(snippet), maybe(contract.live_path(snippet))
-        rejected, rec = None, maybe(os.path.join(store.root, "rejected.json"))
-        if conf is not None and rec is not None:
-            try:
-                rejected = contract.rejected_reason(json.loads(rec.decode("utf-8")), snippet, conf)
-            except (ValueError, UnicodeDecodeError):
-                rejected = None
-        return snippet_status_of(contract.describe(snippet, conf, live, rejected))
-    rec = store.snippet_record()
-    if rec is None or rec.get("path") != snippet:
-        return "unknown", "no record of the snippet Apache loaded"
-    try:
-        cur = read(snippet)
-    except OSError as exc:
-        return "edited", f"{snippet}: {exc.strerror or exc}"
-    if sha256(cur) == sha256(rec["data"]):
-        return "live", ""
-    when = rec.get("saved")
-    at = time.strftime(" at %Y-%m-%d %H:%M UTC", time.gmtime(when)) if isinstance(when, (int, float)) else ""
-    return "edited", f"differs from the copy loaded at the last apply{at}"
+    def maybe(path: str) -> Optional[bytes]:
+        try:
+            return _read_small(path)
+        except OSError:
+            return None
+    line = contract.status_line(snippet, maybe(snippet), maybe(paths.live_path()),
+                                maybe(os.path.join(store.root, "rejected.json")))
+    return snippet_status_of(line)
 
 
 def _lock_shared(store: Store, wait: float) -> Tuple[Optional[int], str]:

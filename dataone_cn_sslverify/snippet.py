@@ -2,7 +2,7 @@
 
 The policy file (``/etc/dataone/apache2/cn-sslverify.conf``) is a dpkg
 conffile: the administrator's, never written by this tool. What Apache loads
-is its *live copy* (`live_path`), written only by a transaction after the
+is its *live copy* (`paths.live_path`), written only by a transaction after the
 file passed `check`, a config test, a reload and the live check. So an edit
 that is refused, or that fails later, is never in a path Apache reads.
 
@@ -21,6 +21,7 @@ User-Agents with the pattern, as Apache would (`uamatch`).
 """
 
 import hashlib
+import json
 import os
 import re
 from typing import List, Optional, Sequence, Tuple
@@ -200,11 +201,6 @@ def _unique(clients: Sequence[Client]) -> List[Client]:
 # ---------------------------------------------------------------------------- the live copy
 
 
-def live_path(conffile: str) -> str:
-    """The live copy next to the policy file (same directory: Apache may read it; not a conffile)."""
-    return os.path.join(os.path.dirname(conffile) or ".", LIVE_NAME)
-
-
 def _header(conffile: str, body: bytes, eol: str) -> bytes:
     digest = hashlib.sha256(body).hexdigest()
     return (f"# Written by {PACKAGE} from {conffile} (sha256 {digest}) after a config test, a reload and the "
@@ -237,6 +233,17 @@ def rejected_reason(record: object, conffile: str, conf: bytes) -> Optional[str]
         return None
     reason = record.get("reason")
     return str(reason) if reason else None
+
+
+def status_line(conffile: str, conf: Optional[bytes], live: Optional[bytes], record: Optional[bytes]) -> str:
+    """`describe`, given the rejection record's bytes (``rejected.json``, as read by the caller), if any."""
+    rejected = None
+    if conf is not None and record is not None:
+        try:
+            rejected = rejected_reason(json.loads(record.decode("utf-8")), conffile, conf)
+        except ValueError:  # also UnicodeDecodeError
+            rejected = None
+    return describe(conffile, conf, live, rejected)
 
 
 def describe(conffile: str, conf: Optional[bytes], live: Optional[bytes], rejected: Optional[str] = None) -> str:

@@ -432,26 +432,6 @@ class Store:
             removed.append(b.id)
         return removed
 
-    # -- the policy snippet Apache last loaded -------------------------------
-    @property
-    def snippet_path(self) -> str:
-        return os.path.join(self.root, "snippet.json")
-
-    def record_snippet(self, path: str, data: bytes) -> None:
-        """Keep the snippet bytes the live configuration includes (to detect and undo edits)."""
-        self.ensure()
-        rec = {"path": path, "sha256": sha256(data), "data": data.decode("latin-1"), "saved": time.time()}
-        self._write_private(self.snippet_path, json.dumps(rec, indent=1, sort_keys=True).encode())
-
-    def snippet_record(self) -> Optional[Dict[str, Any]]:
-        """{"path", "sha256", "data": bytes} as last recorded, or None."""
-        try:
-            rec = json.loads(self._read_private(self.snippet_path).decode())
-            rec["data"] = rec["data"].encode("latin-1")
-            return rec
-        except (OSError, KeyError, ValueError, TypeError, AttributeError):
-            return None
-
     # -- saved original blocks ---------------------------------------------
     def _block_file(self, path: str) -> str:
         real = os.path.realpath(path)

@@ -118,9 +118,4 @@ def test_plugins_through_install_reconfigure_apply_breakage_and_revert(cn: C.Chr
     r = cn.run([OURS, "revert"])
     assert r.ok, r
     state, text = plugin(cn)
-    if not cn.exists("/usr/lib/python3/dist-packages/dataone_cn_sslverify/optout.py") and \
-            not cn.exists("/usr/share/dataone-cn-sslverify/dataone_cn_sslverify/optout.py"):
-        assert state == 1 and "not applied" in text, text
-        pytest.xfail("pending: the opt-out record (optout.py) is not in this package yet; the revert reads as "
-                     "'not applied' (WARN) until it is")
     assert state == 0 and text.startswith("disabled by the administrator"), text

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dataone_cn_sslverify import apacheconf as ac
-from dataone_cn_sslverify import clients, snippet
+from dataone_cn_sslverify import clients, paths, snippet
 
 HERE = os.path.dirname(__file__)
 SHIPPED = open(os.path.join(HERE, "..", "..", "conf", "cn-sslverify.conf"), "rb").read()
@@ -107,7 +107,7 @@ def test_contract_equals_the_catalogue_promise(words):
 # -- live copy and status --------------------------------------------------------------
 
 
-def test_live_copy_round_trip_and_description():
+def test_live_copy_round_trip_and_description(monkeypatch):
     live = snippet.render_live(CONF, SHIPPED)
     assert live.endswith(SHIPPED) and live.startswith(b"# Written by dataone-cn-sslverify from " + CONF.encode())
     assert snippet.live_source(CONF, live) == SHIPPED
@@ -124,7 +124,9 @@ def test_live_copy_round_trip_and_description():
     assert "edited by hand" in snippet.describe(CONF, SHIPPED, live + b"# note\n")
     assert snippet.live_source(CONF, live.replace(b"webkit)/i", b"webkit|edg)/i")) is None
     assert snippet.describe(CONF, SHIPPED, None) == "not live yet: run apply"
-    assert snippet.live_path(CONF) == "/etc/dataone/apache2/cn-sslverify.live.conf" == snippet.DEFAULT_LIVE
+    for var in ("DATAONE_CN_SSLVERIFY_POLICY", "DATAONE_CN_SSLVERIFY_LIVE"):
+        monkeypatch.delenv(var, raising=False)
+    assert paths.live_path() == "/etc/dataone/apache2/cn-sslverify.live.conf" == snippet.DEFAULT_LIVE
 
 
 @pytest.mark.parametrize("state,expect", [
