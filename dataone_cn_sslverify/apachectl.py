@@ -271,7 +271,9 @@ class ServiceControl:
 
     def start(self) -> Reload:
         res = run(["start"])
-        return Reload(res.ok, "apache2ctl start", "started" if res.ok else res.first_error)
+        # What apache2ctl said, even on exit 0: "httpd (pid N) already running" started nothing.
+        said = (res.output.strip().splitlines() or ["started"])[-1] if res.ok else res.first_error
+        return Reload(res.ok, "apache2ctl start", said)
 
 
 class InvokeRcD(ServiceControl):

@@ -288,6 +288,12 @@ class Reverter:
             return "", "Apache is not running: left stopped (the previous configuration takes effect at its next start)"
         r = self.service.start()
         ok, seen = apachectl.verify_serving(target)
+        if not ok and not apachectl.is_running():
+            # A start right after someone's stop can lose the listening ports to the old
+            # generation's last children and exit: one more start once they are gone.
+            time.sleep(1.0)
+            r = self.service.start()
+            ok, seen = apachectl.verify_serving(target)
         if not ok:
             return f"Apache is not running: it had stopped during the change and the start ({r.how}) said " \
                    f"{display.clean(r.detail)!r}, but {seen}", ""
