@@ -55,7 +55,6 @@ from .records import dataclass
 if TYPE_CHECKING:
     from .probe import Handshake
 
-EXIT_HAZARD = ExitCode.HAZARD
 
 HAZARD = "hazard"
 NOTE = "note"
@@ -342,11 +341,11 @@ def evaluate(
 
 
 def exit_code(hazards: Sequence[Hazard]) -> int:
-    """0 when no finding is a hazard (notes do not count), else `EXIT_HAZARD`."""
-    return EXIT_HAZARD if any(h.severity == HAZARD for h in hazards) else 0
+    """0 when no finding is a hazard (notes do not count), else `ExitCode.HAZARD`."""
+    return ExitCode.HAZARD if any(h.severity == HAZARD for h in hazards) else 0
 
 
 __all__ = [
-    "EXIT_HAZARD", "HAZARD", "NOTE", "API_UAS", "Hazard", "Live", "check_configtest", "check_tls13", "check_http2",
+    "HAZARD", "NOTE", "API_UAS", "Hazard", "Live", "check_configtest", "check_tls13", "check_http2",
     "check_reneg_buffer", "check_browser_pattern", "check_tls12_renegotiation", "evaluate", "exit_code",
 ]

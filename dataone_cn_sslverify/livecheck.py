@@ -19,12 +19,11 @@ not that they are verified, and says so.
 
 import os
 import shutil
-import subprocess
 import tempfile
 import threading
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-from . import apachectl, gate
+from . import apachectl, gate, proc
 from .clients import CLIENTS, TLS_VERSIONS, Client
 from .records import dataclass, field
 
@@ -96,11 +95,9 @@ def _untrusted_cert(workdir: str, openssl: str = "openssl") -> Tuple[Optional[Tu
     cert, key = os.path.join(workdir, "untrusted.crt"), os.path.join(workdir, "untrusted.key")
     argv = [exe, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
             "-subj", "/CN=dataone-cn-sslverify untrusted probe", "-days", "2", "-keyout", key, "-out", cert]
-    try:
-        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=OPENSSL_TIMEOUT,
-                           universal_newlines=True)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"openssl req: {exc}: the untrusted-certificate probes were not made"
+    p = proc.run(argv, timeout=OPENSSL_TIMEOUT)
+    if p.error:
+        return None, f"openssl req: {p.error}: the untrusted-certificate probes were not made"
     if p.returncode != 0:
         return None, f"openssl req failed ({p.stderr.strip()[-200:]}): the untrusted-certificate probes were not made"
     return (cert, key), None

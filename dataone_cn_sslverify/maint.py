@@ -50,7 +50,6 @@ OS_CORE = "dataone-cn-os-core"
 #: An explicit trigger of ours (debian/dataone-cn-sslverify.triggers), activated by
 #: our own postinst when dataone-cn-os-core is configured later in the same run.
 REAPPLY_TRIGGER = "dataone-cn-sslverify-reapply"
-EXIT_OK, EXIT_FAIL = int(ExitCode.OK), int(ExitCode.FAILED)
 #: Outcomes that are our own failure: our change was tried and rolled back, or could not be.
 OUR_FAILURE = (ExitCode.FAILED, ExitCode.UNRESTORED)
 SERVICE = apachectl.MAINTAINER
@@ -198,28 +197,28 @@ def apply_policy(event: str) -> int:
     opted = optout.read(paths.state_dir())
     if opted is not None:
         note(f"{event}: {opted.describe()}: left alone; `{PACKAGE} apply` manages it again.")
-        return EXIT_OK
+        return ExitCode.OK
     snippet = paths.policy_path()
     a, why = _locate()
     if a is None:
         note(f"{event}: {why}; nothing changed. The policy is applied when the vhost appears "
              f"(dataone-cn-os-core's trigger) or by `{PACKAGE} [--vhost FILE] apply`.")
-        return EXIT_OK
+        return ExitCode.OK
     owner = conffile_owner(a.filename)
     if owner is not None:
         note(f"{event}: {a.filename} is a conffile of the package {owner}: maintainer scripts must not edit it "
              f"(Debian Policy 10.7.3); nothing changed. To apply the policy there anyway, run by hand: "
              f"{PACKAGE} --vhost {a.filename} apply")
-        return EXIT_OK
+        return ExitCode.OK
     if a.state == "superseded":
         note(f"{event}: {a.filename}:{a.line} already carries the target policy inline (superseded); nothing to do.")
-        return EXIT_OK
+        return ExitCode.OK
     try:
         transaction.check_snippet(snippet)
     except (policy.PolicyError, ac.ConfigSyntaxError) as exc:
         note(f"{event}: the policy snippet cannot be used: {exc}. Nothing was done. {snippet} is a conffile of "
              f"this package: fix it (or restore the packaged version), then run `{PACKAGE} apply`.")
-        return EXIT_OK
+        return ExitCode.OK
     note(f"{event}: applying the client-certificate policy to {a.filename} ({a.state_label})")
     t = transaction.Transaction("apply", vhost=a.filename, do_probe=True, report=_report, service=SERVICE)
     out = t.run()
@@ -234,10 +233,10 @@ def _verdict(event: str, out: transaction.Outcome, retry: str) -> int:
         note(f"{event}: FAILED: {out.message}")
         if code != ExitCode.UNRESTORED:
             note(f"{event}: the previous configuration is in place. {retry}")
-        return EXIT_FAIL
+        return ExitCode.FAILED
     if code != ExitCode.OK:
         note(f"{event}: nothing was done: {_not_ours(out)}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _not_ours(out: transaction.Outcome) -> str:
@@ -309,11 +308,11 @@ def prerm_remove() -> int:
         note(f"prerm remove: could not read the Apache configuration ({exc}); nothing was reverted. If a vhost "
              f"still includes {paths.policy_path()}, put its original block back by hand before purging "
              f"({paths.state_dir()}/blocks/ holds it).")
-        return EXIT_OK
+        return ExitCode.OK
     if not applied:
         note("prerm remove: no vhost includes the policy snippet; nothing to revert.")
-        return EXIT_OK
-    code = EXIT_OK
+        return ExitCode.OK
+    code = ExitCode.OK
     for a in applied:
         owner = conffile_owner(a.filename)
         if owner is not None:
@@ -328,7 +327,7 @@ def prerm_remove() -> int:
             continue
         if ExitCode(out.exit_code) == ExitCode.UNRESTORED:
             note(f"prerm remove: FAILED: {out.message}")
-            code = EXIT_FAIL
+            code = ExitCode.FAILED
             continue
         # Refused (someone else's broken configuration) or rolled back: the block goes back on disk anyway.
         _put_back(a.filename, _not_ours(out) if ExitCode(out.exit_code) != ExitCode.FAILED else out.message)
@@ -375,13 +374,13 @@ def _put_back(vhost: str, why: str) -> int:
         store.unlock()
     note(f"prerm remove: the original block of {vhost} is back on disk; Apache was not reloaded ({why}): it "
          "loads the original block at its next reload or start.")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _not_put_back(vhost: str, why: str) -> int:
     note(f"prerm remove: could not put the original block of {vhost} back ({why}); the removal goes on. "
          f"Revert it by hand before purging: {paths.state_dir()}/blocks/ holds the original block.")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # ----------------------------------------------------------------------------
@@ -407,7 +406,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         traceback.print_exc()
         note(f"{' '.join(args[:2])}: internal error (above); putting back any change it left half done")
         _recover_now()
-        return EXIT_FAIL
+        return ExitCode.FAILED
 
 
 def _recover_now() -> None:
@@ -431,11 +430,11 @@ def _dispatch(script: str, action: str, rest: List[str]) -> int:
             return postinst_configure(rest[0] if rest else None)
         if action == "triggered":
             return postinst_triggered(rest)
-        return EXIT_OK
+        return ExitCode.OK
     if script == "prerm":
         if action == "remove":
             return prerm_remove()
-        return EXIT_OK
+        return ExitCode.OK
     print(f"maint: unknown maintainer script {script!r} (postrm is plain sh)", file=sys.stderr)
     return 2
 

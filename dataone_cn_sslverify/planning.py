@@ -49,8 +49,8 @@ class Planning:
                                              "use `dataone-cn-sslverify backups` and `restore ID`")
                 if saved is None and a.state in ("original", "superseded"):
                     # Never applied, or already reverted (commit drops the saved block): nothing to
-                    # do, exit 0 (design: "0 done or nothing to do"). Before this, plan_revert was
-                    # given "" and a second `revert` was refused as "removed or edited by hand".
+                    # do, exit 0 (design: "0 done or nothing to do"); a second `revert` is not
+                    # an edit by hand.
                     self.step("locate", True, f"{a.filename}:{a.line} {a.server_name or '-'} ({a.state_label})")
                     self.step("plan", True, f"{a.state_label}: no managed block, nothing to revert")
                     return None

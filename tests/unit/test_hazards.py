@@ -9,6 +9,7 @@ from typing import Dict, List, Optional
 
 import pytest
 
+from dataone_cn_sslverify.errors import ExitCode
 from dataone_cn_sslverify import apacheconf as ac
 from dataone_cn_sslverify import checkrun as K
 from dataone_cn_sslverify import clients as C
@@ -366,7 +367,7 @@ class TestOverall:
     def test_configtest(self):
         assert H.check_configtest(True) == [] and H.check_configtest(None) == []
         h = H.check_configtest(False, "AH00526: Syntax error on line 3")[0]
-        assert h.severity == H.HAZARD and h.where.startswith("AH00526") and H.exit_code([h]) == H.EXIT_HAZARD == 5
+        assert h.severity == H.HAZARD and h.where.startswith("AH00526") and H.exit_code([h]) == ExitCode.HAZARD == 5
 
     def test_report(self):
         hz = run(fixture("webkit-only"))
