@@ -27,13 +27,13 @@ from typing import List, Optional
 
 from debian.changelog import Changelog, ChangelogParseError
 
-from dataone_cn_sslverify.records import dataclass
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from dataone_cn_sslverify.errors import ExitCode  # noqa: E402
+from dataone_cn_sslverify.records import dataclass  # noqa: E402
 
 
 @dataclass
