@@ -17,8 +17,9 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 PYTHON = "/usr/bin/python3"
 SYSPATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-if os.path.join(REPO, "tests") not in sys.path:
-    sys.path.insert(0, os.path.join(REPO, "tests"))
+for _p in (os.path.join(REPO, "tests"), REPO):  # the test harness, and the package it imports
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 from harness.instance import ApacheInstance  # noqa: E402
 

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "package"))
+sys.path[:0] = [str(REPO), str(REPO / "tests" / "package")]  # the package, and the chroot helpers
 
 import chroot as C  # noqa: E402
 
