@@ -41,9 +41,8 @@ import threading
 import time
 from typing import Any, List, Optional, Tuple
 
-from dataone_cn_sslverify import sslcompat
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from dataone_cn_sslverify import sslcompat  # noqa: E402
 from dataone_cn_sslverify.clients import API, BROWSER, CLIENTS  # noqa: E402  (the one client catalogue)
 
 BROWSER_UAS = tuple(c.user_agent for c in CLIENTS if c.kind == BROWSER)
