@@ -1,17 +1,5 @@
-"""The monitor's verdict (pure) and its two output formats, parsed by the formats' own rules
-(`harness.monitoring`, written from the documentation of each format):
-
-Check_MK local check (Check_MK docs, "Local checks"): one line
-``<status> <service_name> <metrics> <status_detail>``, fields separated by
-single spaces; status 0-3; the service name contains no spaces; metrics are
-``-`` or ``name=value[;warn[;crit[;min[;max]]]]`` joined by ``|``; the rest
-of the line is the text.
-
-Nagios / monitoring-plugins (Monitoring Plugins Development Guidelines):
-exit 0/1/2/3 = OK/WARNING/CRITICAL/UNKNOWN; first line ``STATUS - text``,
-then optionally `` | `` and space-separated performance data
-``'label'=value[UOM];[warn];[crit];[min];[max]``; the text carries no ``|``.
-"""
+"""The monitor's verdict (pure) and its two output formats, parsed by the formats' own rules:
+`harness.monitoring`, written from the documentation of each format (its docstring states the rules)."""
 
 import json
 import os
