@@ -189,18 +189,28 @@ def _unit_active(unit: str) -> bool:
 
 
 def _children(pid: int) -> Dict[int, int]:
-    """Child pid -> start time (clock ticks since boot)."""
+    """Child pid -> start time (clock ticks since boot).
+
+    The kernel's list of the master's children (``/proc/PID/task/PID/children``:
+    Apache's MPM forks them from its main thread) when it names any, else a
+    scan of ``/proc``: the list is one small read, the scan reads every
+    process's ``stat`` (hundreds on a CN), and the reload's wait polls this
+    every few milliseconds.
+    """
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            listed = [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        listed = []
     out = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for entry in listed or (int(e) for e in os.listdir("/proc") if e.isdigit()):
         try:
             with open(f"/proc/{entry}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[1]) == pid:  # fields[0] is state; ppid is the 4th field of stat
-            out[int(entry)] = int(fields[19])
+            out[entry] = int(fields[19])
     return out
 
 
@@ -216,10 +226,19 @@ class Reload:
         return self.ok and self.how not in ("skipped", "denied")
 
 
-def graceful(wait: float = 30.0) -> Reload:
+def graceful(wait: float = 30.0, tested: bool = False) -> Reload:
     """Graceful reload of a running Apache, then wait for the new generation of children.
 
     A stopped Apache is left stopped: the change takes effect at its next start.
+    ``tested``: the caller has just config-tested this configuration (the
+    transaction's configtest step). Debian's ``apache2ctl graceful`` is
+    ``apache2 -t`` then ``apache2 -k graceful``; after our own test only the
+    second half runs, as ``apache2ctl -k graceful`` (apache2ctl hands options
+    through to apache2, with the same envvars). ``apache2 -k graceful`` parses
+    the configuration itself before it signals and exits 1 without signalling
+    on a syntax error (the master keeps serving: ``test_reload_tested``), so
+    this is one Apache parse fewer per change and no less safe. Through
+    systemd, its ``ExecReload`` (``apachectl graceful``) decides.
     """
     pid = master_pid()
     if pid is None:
@@ -230,7 +249,7 @@ def graceful(wait: float = 30.0) -> Reload:
         res = _result(proc.run(["systemctl", "reload", unit], env=environment(), merge_stderr=True, timeout=120))
         how = "systemd"
     else:  # no systemd, or an Apache started outside its unit (systemctl would refuse to reload it)
-        res, how = run(["graceful"]), "graceful"
+        res, how = run(["-k", "graceful"] if tested else ["graceful"]), "graceful"
     if not res.ok:
         return Reload(False, how, f"{' '.join(res.argv)} failed: {res.first_error}")
     return _wait_new_generation(before, how, wait)
@@ -248,7 +267,7 @@ def _wait_new_generation(before: "Set[int]", how: str, wait: float) -> Reload:
             lingering = _wait_gone(now, before, OLD_GENERATION_GRACE)
             extra = f"; {len(lingering)} old children still finishing requests" if lingering else ""
             return Reload(True, how, f"new generation serving (pid {now}, {len(fresh)} new children){extra}")
-        time.sleep(0.05)
+        time.sleep(POLL)
     return Reload(False, how, f"no new generation of children within {wait:.0f}s")
 
 
@@ -266,8 +285,9 @@ class ServiceControl:
 
     name = "by hand"
 
-    def reload(self) -> Reload:
-        return graceful()
+    def reload(self, tested: bool = False) -> Reload:
+        """Reload gracefully; ``tested``: the configuration was config-tested just now (see `graceful`)."""
+        return graceful(tested=tested)
 
     def start(self) -> Reload:
         res = run(["start"])
@@ -300,7 +320,7 @@ class InvokeRcD(ServiceControl):
                           + (f" (exit {r.returncode})" if r.returncode is not None else "") + (f": {said}" if said else ""))
         return None
 
-    def reload(self) -> Reload:
+    def reload(self, tested: bool = False) -> Reload:
         pid = master_pid()
         if pid is None:
             return Reload(True, "skipped", "Apache is not running; the change takes effect at its next start")
@@ -322,6 +342,8 @@ MAINTAINER = InvokeRcD()
 #: would show the live check the *old* configuration; busy ones finish their
 #: requests in their own time (graceful), so the wait is bounded.
 OLD_GENERATION_GRACE = 3.0
+#: How often the waits after a reload look at Apache's children (a list read from /proc).
+POLL = 0.005
 
 
 def _wait_gone(master: int, old: "Set[int]", grace: float) -> "Set[int]":
@@ -329,7 +351,7 @@ def _wait_gone(master: int, old: "Set[int]", grace: float) -> "Set[int]":
     deadline = time.monotonic() + grace
     left = old & set(_children(master))
     while left and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(POLL)
         left = old & set(_children(master))
     return left
 
@@ -352,7 +374,9 @@ def listening_addresses(port: int) -> List[str]:
         except OSError:
             continue
         for line in lines:
-            fields = line.split()
+            if " 0A " not in line:  # cheap pre-filter: after a live check, thousands of TIME_WAIT lines
+                continue
+            fields = line.split(None, 4)
             if len(fields) < 4 or fields[3] != "0A":  # 0A: LISTEN
                 continue
             hexaddr, hexport = fields[1].split(":")

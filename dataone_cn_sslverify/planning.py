@@ -31,7 +31,7 @@ class Planning:
         try:
             if self.op == "restore":
                 return self._plan_restore()
-            loc = locate.locate(self.vhost, snippet)
+            loc = locate.locate(self.vhost, snippet, dump=self.dump)
             a = locate.choose(loc)
             self.assessment = a
             self.file = a.filename

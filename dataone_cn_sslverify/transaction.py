@@ -96,6 +96,8 @@ class Transaction(Planning):
         self.revert_to_policy = False  # revert of an adopted inline policy: the live check is apply's
         self.new: Optional[bytes] = None
         self.config_error = ""  # what `apache2ctl configtest` said before the change, if it failed
+        self.dump: Optional[apachectl.Result] = None  # the before-change test's -D DUMP_INCLUDES run, for locate
+        self.target: Optional[Tuple[str, int, str]] = None  # where the live check connects (`_target`)
         self.warnings: List[str] = []
         self.signals = interrupts.Deferred(hold=hold_signals)  # hold: see interrupts.Deferred
         self.reverter: Optional[reverter.Reverter] = None
@@ -224,10 +226,18 @@ class Transaction(Planning):
 
         The caller raises it unless the plan shows that the failure is an edit
         of our own policy snippet, which the transaction then rolls back.
+        One Apache parse serves two steps: ``apache2ctl -t -D DUMP_INCLUDES`` is
+        a complete config test (``-t``: exit 0 only on "Syntax OK") and lists
+        the files Apache loads, which the plan's `locate` reads (`self.dump`).
+        With ``--vhost`` (locate reads that file only) and for ``restore`` it
+        is plain ``apache2ctl configtest``.
         """
         self._checkpoint("configtest-before")
         self.running_before = apachectl.is_running()
-        res = apachectl.configtest()
+        if self.vhost or self.op == "restore":
+            res = apachectl.configtest()
+        else:
+            res = self.dump = apachectl.dump_includes()
         if not res.ok:
             self.config_error = res.first_error
             self.step("configtest", False, f"current configuration already fails: {res.first_error}")
@@ -363,7 +373,7 @@ class Transaction(Planning):
             return
         self._mark("reloaded")
         self.reloaded = True  # after _mark: if the journal update fails, no reload was attempted
-        r = self.service.reload()
+        r = self.service.reload(tested=True)  # _configtest_after tested these bytes just now
         if not r.ok:
             self.step("reload", False, r.detail)
             raise Abort("failed", ExitCode.FAILED, f"reload failed: {r.detail}")
@@ -375,7 +385,10 @@ class Transaction(Planning):
         self.step("reload", True, f"{r.how}: {r.detail}")
 
     def _target(self) -> Optional[Tuple[str, int, str]]:
-        return probe_target(self.assessment) if self.assessment is not None else None
+        """Where the live check connects: worked out once (it may read /proc/net/tcp) for the journal and the probe."""
+        if self.target is None and self.assessment is not None:
+            self.target = probe_target(self.assessment)
+        return self.target
 
     def _probe(self) -> None:
         self._checkpoint("probe")

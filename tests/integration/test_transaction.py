@@ -194,7 +194,7 @@ def _graceful_failing_wrapper(root: Path, fail_first: int) -> Path:
     w.write_text(
         "#!/bin/sh\n"
         "# test wrapper: every command goes to Debian's apache2ctl except the first %(n)d graceful(s)\n"
-        'if [ "$1" = graceful ]; then\n'
+        'if [ "$1" = graceful ] || [ "$1 $2" = "-k graceful" ]; then\n'
         '  n=$(cat "%(d)s/graceful-count" 2>/dev/null || echo 0); n=$((n+1)); echo "$n" > "%(d)s/graceful-count"\n'
         '  if [ "$n" -le %(n)d ]; then echo "wrapper: graceful #$n fails on purpose" >&2; exit 1; fi\n'
         "fi\n"
@@ -207,6 +207,32 @@ def _graceful_failing_wrapper(root: Path, fail_first: int) -> Path:
 def _gracefuls(bindir: Path) -> int:
     f = bindir / "graceful-count"
     return int(f.read_text()) if f.exists() else 0
+
+
+def test_reload_tested(apache: ApacheInstance, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reload after the transaction's own configtest is ``apache2ctl -k graceful`` (no second ``-t``).
+
+    Safe only because ``apache2 -k graceful`` parses the configuration itself and
+    refuses to signal a broken one: a configuration broken after the test (a
+    real file, real Apache) leaves the same master serving the old generation.
+    """
+    from dataone_cn_sslverify import apachectl
+
+    for k, v in apache.env().items():
+        monkeypatch.setenv(k, v)
+    pid, gens = apache.pid(), generations(apache)
+    broken = apache.enable_conf("zz-broken-meanwhile", "ThisIsNotADirective on\n")
+    try:
+        r = apachectl.graceful(wait=5.0, tested=True)
+    finally:
+        (apache.confdir / "conf-enabled" / broken.name).unlink()
+    assert not r.ok and "-k graceful" in r.detail and "ThisIsNotADirective" in r.detail, r
+    assert apache.pid() == pid and generations(apache) == gens, "a broken configuration was signalled"
+    assert_original_behaviour(apache)
+    # And on a good configuration it is a real graceful reload: one new generation.
+    r = apachectl.graceful(wait=10.0, tested=True)
+    assert r.ok and r.done, r
+    assert apache.pid() == pid and generations(apache) == gens + 1, r
 
 
 def test_failed_reload_is_rolled_back(apache: ApacheInstance) -> None:

@@ -44,7 +44,7 @@ def _wrapper(root: Path, body: str) -> Path:
 
 
 #: Fails every graceful reload (the server keeps what it had).
-GRACEFUL_FAILS = 'if [ "$1" = graceful ]; then echo "wrapper: graceful fails on purpose" >&2; exit 1; fi\n'
+GRACEFUL_FAILS = 'if [ "$1" = graceful ] || [ "$1 $2" = "-k graceful" ]; then echo "wrapper: graceful fails on purpose" >&2; exit 1; fi\n'
 
 
 def _files_outside(inst: ApacheInstance, since: float) -> List[str]:
@@ -159,7 +159,7 @@ def test_apache_dying_during_the_change_is_started_and_verified(apache: ApacheIn
     """
     original = apache.vhost_bytes()
     kill = "/usr/sbin/apache2ctl stop; " if how == "stopped" else _kill_apache_sh(apache)
-    body = 'if [ "$1" = graceful ]; then %s echo "wrapper: Apache went away" >&2; exit 1; fi\n' % kill
+    body = 'if [ "$1" = graceful ] || [ "$1 $2" = "-k graceful" ]; then %s echo "wrapper: Apache went away" >&2; exit 1; fi\n' % kill
     if how == "crashed":
         body += 'if [ "$1" = start ]; then echo "httpd (pid 4242) already running"; exit 0; fi\n'
     bindir = _wrapper(apache.root, body)
