@@ -267,7 +267,8 @@ def _wait_new_generation(before: "Set[int]", how: str, wait: float) -> Reload:
             lingering = _wait_gone(now, before, OLD_GENERATION_GRACE)
             extra = f"; {len(lingering)} old children still finishing requests" if lingering else ""
             return Reload(True, how, f"new generation serving (pid {now}, {len(fresh)} new children){extra}")
-        time.sleep(POLL)
+        # Quick while the new generation is due; slower once Apache stalls (mpm_event can wait ~1 s).
+        time.sleep(POLL if deadline - time.monotonic() > wait - 0.2 else 10 * POLL)
     return Reload(False, how, f"no new generation of children within {wait:.0f}s")
 
 
@@ -388,6 +389,22 @@ def listening_addresses(port: int) -> List[str]:
             if addr not in out:
                 out.append(addr)
     return out
+
+
+def accepts(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Does host:port accept a TCP connection (closed at once, nothing sent)?
+
+    The cheap question before `listening_addresses`: reading ``/proc/net/tcp``
+    costs milliseconds (the kernel walks every socket, and a live check leaves
+    thousands in TIME_WAIT), a loopback connect a fraction of one.
+    """
+    import socket  # here, not at the top: `monitor` imports this module every minute and never connects
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _proc_addr(hexaddr: str, family: int) -> str:

@@ -30,7 +30,7 @@ from .records import dataclass, field
 if TYPE_CHECKING:
     from .policy import Assessment
 
-__all__ = ["CERT_ENV", "KEY_ENV", "Outcome", "probe_target", "trusted_client_cert", "required_paths_of", "mode_for", "run",
+__all__ = ["CERT_ENV", "KEY_ENV", "Outcome", "Preparation", "probe_target", "trusted_client_cert", "required_paths_of", "mode_for", "run",
            "run_for_vhost"]
 
 CERT_ENV = "DATAONE_CN_SSLVERIFY_CLIENT_CERT"
@@ -66,7 +66,8 @@ def probe_target(a: "Assessment") -> Tuple[str, int, str]:
         if h not in ("*", "_default_", ""):
             host = h.strip("[]")
         break
-    if host == "127.0.0.1":  # a wildcard vhost: go where Apache really listens on that port
+    if host == "127.0.0.1" and not apachectl.accepts(host, port):
+        # A wildcard vhost that loopback does not reach: go where Apache really listens on that port.
         listening = apachectl.listening_addresses(port)
         if listening and "127.0.0.1" not in listening:
             host = listening[0]
@@ -133,6 +134,69 @@ def mode_for(op: str) -> str:
     return gate.ORIGINAL if op == "revert" else gate.POLICY
 
 
+class Preparation:
+    """What the live check needs that the reload does not change, made in a thread while Apache reloads.
+
+    The required paths (read from the files just written), the operator's
+    trusted certificate, a throwaway certificate from an unknown CA (``openssl
+    req``), the probe stack's import and its client contexts: about a fifth of
+    the check's time. The transaction starts this right after its write and
+    waits for it only after the reload, so this work runs while its main
+    thread waits for ``apache2ctl``. `close` always: it removes the
+    throwaway certificate's directory. A failure in the thread is raised by
+    `result`, where the check would have raised it.
+    """
+
+    def __init__(self, vhost_file: str, vhost_line: int, clients: Sequence[Client] = CLIENTS) -> None:
+        self.vhost_file, self.vhost_line, self.clients = vhost_file, vhost_line, clients
+        self.workdir = tempfile.mkdtemp(prefix="dataone-cn-sslverify-check-")
+        self.required: List[str] = []
+        self.notes: List[str] = []
+        self.trusted: Optional[Tuple[str, Optional[str]]] = None
+        self.untrusted: Optional[Tuple[str, str]] = None
+        self.contexts: Any = None
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._make, name="live-check-preparation", daemon=True)
+        self._thread.start()
+
+    def _make(self) -> None:
+        try:
+            from . import probe  # the ssl stack, imported here rather than after the reload
+
+            self.required, self.notes = required_paths_of(self.vhost_file, self.vhost_line)
+            self.trusted, cert_notes = trusted_client_cert()
+            self.notes += cert_notes
+            self.untrusted, why = _untrusted_cert(self.workdir)
+            if why:
+                self.notes.append(why)
+            # Every client context a plan over all versions can use (one per stack and certificate).
+            self.contexts = probe.ContextCache()
+            certs = {gate.TRUSTED: self.trusted or (None, None), gate.UNTRUSTED: self.untrusted or (None, None),
+                     gate.NOCERT: (None, None)}
+            for c in gate.plan(TLS_VERSIONS, self.required, trusted_cert=self.trusted is not None,
+                               clients=self.clients):
+                cert, key = certs[c.cert]
+                try:
+                    self.contexts.get(c.profile, None, cert, key)
+                except (OSError, ValueError, probe.ssl.SSLError):
+                    pass  # the probe itself makes it again and reports why it cannot
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def result(self) -> "Preparation":
+        """Wait for the preparation; raise what failed in it."""
+        self._thread.join(OPENSSL_TIMEOUT + 30)
+        if self._thread.is_alive():
+            raise RuntimeError("the live check's preparation did not finish")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def close(self) -> None:
+        self._thread.join(OPENSSL_TIMEOUT + 30)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
 def run(
     mode: str,
     host: str,
@@ -147,52 +211,78 @@ def run(
     backend: Optional[str] = None,
     verify_headers: Sequence[str] = (),
     mitigation: Optional[str] = None,
+    prepared: Optional[Preparation] = None,
 ) -> Outcome:
-    """Probe the live vhost at ``host:port`` (SNI ``server_name``) and judge the promise of ``mode``."""
+    """Probe the live vhost at ``host:port`` (SNI ``server_name``) and judge the promise of ``mode``.
+
+    ``prepared``: a finished `Preparation` (its required paths, certificates,
+    notes and client contexts replace ``required``, ``trusted`` and ``notes``).
+    """
     from . import probe  # the ssl stack: only when probing (transaction imports this module for probe_target)
 
+    if prepared is not None:
+        return _run(mode, host, port, server_name, prepared.required, prepared.trusted, prepared.notes, clients,
+                    timeout, backend, verify_headers, mitigation, (prepared.untrusted, None), prepared.contexts)
     workdir = tempfile.mkdtemp(prefix="dataone-cn-sslverify-check-")
-    out_notes = list(notes)
     try:
         made: List[Tuple[Optional[Tuple[str, str]], Optional[str]]] = []
         maker = threading.Thread(target=lambda: made.append(_untrusted_cert(workdir)), daemon=True)
         maker.start()  # the throwaway certificate is made while the versions are probed
         shakes = probe.server_tls_versions(host, port, server_name, timeout=min(timeout, 5.0))
         maker.join(OPENSSL_TIMEOUT + 5)
-        untrusted, why = made[0] if made else (None, "openssl req did not finish: the untrusted-certificate "
-                                                     "probes were not made")
-        offered = tuple(v for v in TLS_VERSIONS if shakes[v].ok)
-        if not offered:
-            errors = "; ".join(f"TLS {v}: {h.error}" for v, h in shakes.items())
-            v = gate.Verdict(False, mode, f"server not reachable at {host}:{port} ({errors})",
-                             (f"no TLS handshake with {host}:{port} (SNI {server_name}): {errors}",), reachable=False)
-            return Outcome(v, [], (), out_notes)
-        if why:
-            out_notes.append(why)
-        checks = gate.plan(offered, required, trusted_cert=trusted is not None, clients=clients)
-        if untrusted is None:
-            checks = [c for c in checks if c.cert != gate.UNTRUSTED]
-        certs = {gate.TRUSTED: trusted or (None, None), gate.UNTRUSTED: untrusted or (None, None),
-                 gate.NOCERT: (None, None)}
-        items = [(c.path, c.profile) + tuple(certs[c.cert]) for c in checks]
-        results = probe.probe_many(host, port, server_name, items, timeout=timeout, backend=backend,
-                                   verify_headers=verify_headers)  # type: ignore[arg-type]
-        seen = [gate.Seen(c, r) for c, r in zip(checks, results)]
-        if mitigation is None:
-            from . import paths
-            mitigation = gate.tls12_opt_in(paths.policy_path())
-        verdict = gate.judge(mode, seen, offered=offered, trusted_cert=trusted is not None, clients=clients,
-                             mitigation=mitigation)
-        if out_notes:
-            verdict = gate.Verdict(verdict.ok, verdict.mode, verdict.summary, verdict.problems,
-                                   verdict.warnings + tuple(out_notes), verdict.effects, verdict.reachable)
-        return Outcome(verdict, seen, offered, out_notes)
+        untrusted = made[0] if made else (None, "openssl req did not finish: the untrusted-certificate probes "
+                                                "were not made")
+        return _run(mode, host, port, server_name, required, trusted, notes, clients, timeout, backend,
+                    verify_headers, mitigation, untrusted, None, shakes)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run_for_vhost(op: str, a: "Assessment", host: str, port: int, server_name: str, **kw: Any) -> Outcome:
+def _run(mode: str, host: str, port: int, server_name: str, required: Sequence[str],
+         trusted: Optional[Tuple[str, Optional[str]]], notes: Sequence[str], clients: Sequence[Client], timeout: float,
+         backend: Optional[str], verify_headers: Sequence[str], mitigation: Optional[str],
+         untrusted_why: Tuple[Optional[Tuple[str, str]], Optional[str]], contexts: Any,
+         shakes: Optional[Dict[str, Any]] = None) -> Outcome:
+    """`run` once the certificates are there: the versions offered, the plan, the probes, the verdict."""
+    from . import probe
+
+    out_notes = list(notes)
+    if shakes is None:
+        shakes = probe.server_tls_versions(host, port, server_name, timeout=min(timeout, 5.0))
+    untrusted, why = untrusted_why
+    offered = tuple(v for v in TLS_VERSIONS if shakes[v].ok)
+    if not offered:
+        errors = "; ".join(f"TLS {v}: {h.error}" for v, h in shakes.items())
+        v = gate.Verdict(False, mode, f"server not reachable at {host}:{port} ({errors})",
+                         (f"no TLS handshake with {host}:{port} (SNI {server_name}): {errors}",), reachable=False)
+        return Outcome(v, [], (), out_notes)
+    if why:
+        out_notes.append(why)
+    checks = gate.plan(offered, required, trusted_cert=trusted is not None, clients=clients)
+    if untrusted is None:
+        checks = [c for c in checks if c.cert != gate.UNTRUSTED]
+    certs = {gate.TRUSTED: trusted or (None, None), gate.UNTRUSTED: untrusted or (None, None),
+             gate.NOCERT: (None, None)}
+    items = [(c.path, c.profile) + tuple(certs[c.cert]) for c in checks]
+    results = probe.probe_many(host, port, server_name, items, timeout=timeout, backend=backend,
+                               verify_headers=verify_headers, contexts=contexts)  # type: ignore[arg-type]
+    seen = [gate.Seen(c, r) for c, r in zip(checks, results)]
+    if mitigation is None:
+        from . import paths
+        mitigation = gate.tls12_opt_in(paths.policy_path())
+    verdict = gate.judge(mode, seen, offered=offered, trusted_cert=trusted is not None, clients=clients,
+                         mitigation=mitigation)
+    if out_notes:
+        verdict = gate.Verdict(verdict.ok, verdict.mode, verdict.summary, verdict.problems,
+                               verdict.warnings + tuple(out_notes), verdict.effects, verdict.reachable)
+    return Outcome(verdict, seen, offered, out_notes)
+
+
+def run_for_vhost(op: str, a: "Assessment", host: str, port: int, server_name: str,
+                  prepared: Optional[Preparation] = None, **kw: Any) -> Outcome:
     """`run` for the CN vhost of assessment ``a`` after ``op``: its required paths, the operator's certificate."""
+    if prepared is not None:
+        return run(mode_for(op), host, port, server_name, prepared=prepared.result(), **kw)
     paths, notes = required_paths_of(a.filename, a.line)
     trusted, cert_notes = trusted_client_cert()
     return run(mode_for(op), host, port, server_name, required=paths, trusted=trusted, notes=notes + cert_notes,

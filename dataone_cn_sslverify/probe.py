@@ -129,15 +129,17 @@ def probe_many(
     items: Sequence[Tuple[str, Profile, Optional[str], Optional[str]]],
     *,
     concurrency: Optional[int] = None,
+    contexts: Optional["ContextCache"] = None,
     **kwargs: Any,
 ) -> List[ProbeResult]:
     """`probe` for each ``(path, profile, client_cert, client_key)``, concurrently, results in order.
 
     Each probe is its own connection: a few at a time keep the live check
     short (it sits between the reload and the commit) without loading the
-    server.
+    server. ``contexts``: client contexts made beforehand (`livecheck.Preparation`).
     """
-    contexts = ContextCache()  # one client context per stack and certificate, not one per probe
+    if contexts is None:
+        contexts = ContextCache()  # one client context per stack and certificate, not one per probe
 
     def one(item: Tuple[str, Profile, Optional[str], Optional[str]]) -> ProbeResult:
         path, profile, cert, key = item

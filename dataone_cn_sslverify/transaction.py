@@ -98,6 +98,7 @@ class Transaction(Planning):
         self.config_error = ""  # what `apache2ctl configtest` said before the change, if it failed
         self.dump: Optional[apachectl.Result] = None  # the before-change test's -D DUMP_INCLUDES run, for locate
         self.target: Optional[Tuple[str, int, str]] = None  # where the live check connects (`_target`)
+        self.live_prep: Any = None  # livecheck.Preparation, started after the write (`_prepare_probe`)
         self.warnings: List[str] = []
         self.signals = interrupts.Deferred(hold=hold_signals)  # hold: see interrupts.Deferred
         self.reverter: Optional[reverter.Reverter] = None
@@ -183,6 +184,7 @@ class Transaction(Planning):
             self._write(new)
             if self.live_new is not None:
                 self.write(paths.live_path(), self.live_new)
+            self._prepare_probe()
             self._configtest_after()
             self._reload()
             self._probe()
@@ -194,6 +196,9 @@ class Transaction(Planning):
             return self._rollback(exc.message)
         except BaseException as exc:  # a bug: never leave it half done
             return self._rollback(f"internal error ({type(exc).__name__}: {exc})")
+        finally:
+            if self.live_prep is not None:
+                self.live_prep.close()
         self._commit()
         return self._outcome("changed", ExitCode.OK, f"{self.op} done: {self.file}")
 
@@ -390,16 +395,27 @@ class Transaction(Planning):
             self.target = probe_target(self.assessment)
         return self.target
 
+    def _probe_wanted(self) -> bool:
+        return self.do_probe and self.op != "restore" and self._target() is not None
+
+    def _prepare_probe(self) -> None:
+        """Start the live check's preparation (`livecheck.Preparation`) while configtest and reload run."""
+        if self._probe_wanted() and self.reload and self.assessment is not None and apachectl.is_running():
+            from . import livecheck  # the probe stack: only when probing
+
+            self.live_prep = livecheck.Preparation(self.assessment.filename, self.assessment.line)
+
     def _probe(self) -> None:
         self._checkpoint("probe")
         target = self._target()
-        if not self.do_probe or not self.reloaded or self.op == "restore" or target is None:
+        if not self._probe_wanted() or not self.reloaded or target is None:
             why = "--no-probe" if not self.do_probe else ("restore" if self.op == "restore" else "Apache not reloaded")
             self.step("probe", True, f"skipped ({why})")
             return
         host, port, sni = target
         from . import livecheck  # the probe stack: only when probing
-        live = livecheck.run_for_vhost("apply" if self.revert_to_policy else self.op, self.assessment, host, port, sni)
+        live = livecheck.run_for_vhost("apply" if self.revert_to_policy else self.op, self.assessment, host, port, sni,
+                                       prepared=self.live_prep)
         v = live.verdict
         self.probe_results = [s.to_json() for s in live.seen]
         self.gate_verdict = live.to_json()
