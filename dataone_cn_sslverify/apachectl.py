@@ -219,6 +219,7 @@ class Reload:
     ok: bool
     how: str  # "graceful" | "systemd" | "invoke-rc.d" | "skipped" (not running) | "denied" (policy-rc.d)
     detail: str
+    tested_by: str = ""  # what config-tested the configuration before the signal ("" when nothing was signalled)
 
     @property
     def done(self) -> bool:
@@ -226,19 +227,19 @@ class Reload:
         return self.ok and self.how not in ("skipped", "denied")
 
 
-def graceful(wait: float = 30.0, tested: bool = False) -> Reload:
+def graceful(wait: float = 30.0, one_parse: bool = False) -> Reload:
     """Graceful reload of a running Apache, then wait for the new generation of children.
 
     A stopped Apache is left stopped: the change takes effect at its next start.
-    ``tested``: the caller has just config-tested this configuration (the
-    transaction's configtest step). Debian's ``apache2ctl graceful`` is
-    ``apache2 -t`` then ``apache2 -k graceful``; after our own test only the
-    second half runs, as ``apache2ctl -k graceful`` (apache2ctl hands options
-    through to apache2, with the same envvars). ``apache2 -k graceful`` parses
-    the configuration itself before it signals and exits 1 without signalling
-    on a syntax error (the master keeps serving: ``test_reload_tested``), so
-    this is one Apache parse fewer per change and no less safe. Through
-    systemd, its ``ExecReload`` (``apachectl graceful``) decides.
+    Every path tests the configuration before it signals and refuses a
+    failing one (the master keeps serving the old generation): systemd's
+    ``ExecReload`` and ``apache2ctl graceful`` are ``apache2 -t`` then
+    ``apache2 -k graceful``. ``one_parse``: run only the second half, as
+    ``apache2ctl -k graceful`` (apache2ctl hands options through to apache2,
+    with the same envvars): httpd reads and checks the whole configuration
+    exactly as ``-t`` does and exits 1 before any signal when it fails
+    (``test_reload_tested``), so the same test is made with one parse of the
+    configuration instead of two.
     """
     pid = master_pid()
     if pid is None:
@@ -247,29 +248,30 @@ def graceful(wait: float = 30.0, tested: bool = False) -> Reload:
     unit = _systemd_unit()
     if unit and _unit_active(unit):
         res = _result(proc.run(["systemctl", "reload", unit], env=environment(), merge_stderr=True, timeout=120))
-        how = "systemd"
+        how, tested_by = "systemd", f"systemctl reload {unit} runs `apachectl graceful`"
     else:  # no systemd, or an Apache started outside its unit (systemctl would refuse to reload it)
-        res, how = run(["-k", "graceful"] if tested else ["graceful"]), "graceful"
+        args = ["-k", "graceful"] if one_parse else ["graceful"]
+        res, how, tested_by = run(args), "graceful", "apache2ctl " + " ".join(args)
     if not res.ok:
-        return Reload(False, how, f"{' '.join(res.argv)} failed: {res.first_error}")
-    return _wait_new_generation(before, how, wait)
+        return Reload(False, how, f"{' '.join(res.argv)} failed: {res.first_error}", tested_by)
+    return _wait_new_generation(before, how, wait, tested_by)
 
 
-def _wait_new_generation(before: "Set[int]", how: str, wait: float) -> Reload:
+def _wait_new_generation(before: "Set[int]", how: str, wait: float, tested_by: str = "") -> Reload:
     """After a reload command succeeded: wait until a child of the new generation exists."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         now = master_pid()
         if now is None:
-            return Reload(False, how, "Apache exited during the reload")
+            return Reload(False, how, "Apache exited during the reload", tested_by)
         fresh = set(_children(now)) - before
         if fresh:
             lingering = _wait_gone(now, before, OLD_GENERATION_GRACE)
             extra = f"; {len(lingering)} old children still finishing requests" if lingering else ""
-            return Reload(True, how, f"new generation serving (pid {now}, {len(fresh)} new children){extra}")
+            return Reload(True, how, f"new generation serving (pid {now}, {len(fresh)} new children){extra}", tested_by)
         # Quick while the new generation is due; slower once Apache stalls (mpm_event can wait ~1 s).
         time.sleep(POLL if deadline - time.monotonic() > wait - 0.2 else 10 * POLL)
-    return Reload(False, how, f"no new generation of children within {wait:.0f}s")
+    return Reload(False, how, f"no new generation of children within {wait:.0f}s", tested_by)
 
 
 # --- Service control: by hand, or from a maintainer script ---------------------
@@ -286,9 +288,9 @@ class ServiceControl:
 
     name = "by hand"
 
-    def reload(self, tested: bool = False) -> Reload:
-        """Reload gracefully; ``tested``: the configuration was config-tested just now (see `graceful`)."""
-        return graceful(tested=tested)
+    def reload(self, one_parse: bool = False) -> Reload:
+        """Reload gracefully, testing the configuration first (``one_parse``: see `graceful`)."""
+        return graceful(one_parse=one_parse)
 
     def start(self) -> Reload:
         res = run(["start"])
@@ -321,13 +323,15 @@ class InvokeRcD(ServiceControl):
                           + (f" (exit {r.returncode})" if r.returncode is not None else "") + (f": {said}" if said else ""))
         return None
 
-    def reload(self, tested: bool = False) -> Reload:
+    def reload(self, one_parse: bool = False) -> Reload:
         pid = master_pid()
         if pid is None:
             return Reload(True, "skipped", "Apache is not running; the change takes effect at its next start")
         before = set(_children(pid))
         verdict = self._invoke("reload")
-        return verdict if verdict is not None else _wait_new_generation(before, self.name, 30.0)
+        # The init script's and the systemd unit's reload both run `apachectl graceful` (-t first).
+        return verdict if verdict is not None else _wait_new_generation(
+            before, self.name, 30.0, f"invoke-rc.d {self.service} reload runs `apachectl graceful`")
 
     def start(self) -> Reload:
         verdict = self._invoke("start")

@@ -99,6 +99,7 @@ class Transaction(Planning):
         self.dump: Optional[apachectl.Result] = None  # the before-change test's -D DUMP_INCLUDES run, for locate
         self.target: Optional[Tuple[str, int, str]] = None  # where the live check connects (`_target`)
         self.live_prep: Any = None  # livecheck.Preparation, started after the write (`_prepare_probe`)
+        self.tested = False  # the changed configuration was config-tested (by `_configtest` or by the reload)
         self.warnings: List[str] = []
         self.signals = interrupts.Deferred(hold=hold_signals)  # hold: see interrupts.Deferred
         self.reverter: Optional[reverter.Reverter] = None
@@ -361,8 +362,28 @@ class Transaction(Planning):
         self.step("write", True, f"{real} ({len(new)} bytes, atomic)")
 
     def _configtest_after(self) -> None:
+        """Test the changed configuration before Apache loads it; when a reload follows, the reload is the test.
+
+        Every way this tool reloads tests the configuration before it signals
+        Apache and refuses a failing one, leaving the running server as it
+        was: ``apache2ctl -k graceful`` (httpd reads and checks the whole
+        configuration exactly as ``-t`` does, then exits 1 before any
+        signal: ``test_reload_tested``), and systemd's or invoke-rc.d's
+        reload (``apachectl graceful``: ``-t`` first). Running
+        ``apache2ctl configtest`` before it as well would parse the whole
+        configuration a third time per change. So the explicit test runs
+        only when no reload follows (``--no-reload``, Apache stopped, a
+        reload denied by policy-rc.d); `_reload` reports the test that the
+        reload made, and tells a failing configuration from a failing reload.
+        """
         self._checkpoint("configtest")
+        if not (self.reload and apachectl.is_running()):
+            self._configtest()
+
+    def _configtest(self) -> None:
+        """``apache2ctl configtest`` of the changed configuration (an Abort, rolled back, if it fails)."""
         res = apachectl.configtest()
+        self.tested = True
         if not res.ok:
             self.step("configtest", False, res.first_error)
             raise Abort("failed", ExitCode.FAILED, f"the changed configuration fails `apache2ctl configtest`: {res.first_error}")
@@ -370,23 +391,36 @@ class Transaction(Planning):
 
     def _reload(self) -> None:
         self._checkpoint("reload")
-        if not self.reload:
-            self.step("reload", True, "skipped (--no-reload): the change takes effect at the next reload")
-            return
-        if not apachectl.is_running():
-            self.step("reload", True, "Apache is not running: not started; the change takes effect at its next start")
+        if not self.reload or not apachectl.is_running():
+            if not self.tested:  # Apache stopped since _configtest_after looked
+                self._configtest()
+            self.step("reload", True, "skipped (--no-reload): the change takes effect at the next reload" if not self.reload
+                      else "Apache is not running: not started; the change takes effect at its next start")
             return
         self._mark("reloaded")
         self.reloaded = True  # after _mark: if the journal update fails, no reload was attempted
-        r = self.service.reload(tested=True)  # _configtest_after tested these bytes just now
+        r = self.service.reload(one_parse=True)
         if not r.ok:
+            if not self.tested:
+                res = apachectl.configtest()  # why did it fail: the configuration, or the reload?
+                self.tested = True
+                if not res.ok:
+                    self.reloaded = False  # a failing configuration is never signalled (see _configtest_after)
+                    self.step("configtest", False, res.first_error)
+                    raise Abort("failed", ExitCode.FAILED,
+                                f"the changed configuration fails `apache2ctl configtest`: {res.first_error}")
+                self.step("configtest", True, "ok")
             self.step("reload", False, r.detail)
             raise Abort("failed", ExitCode.FAILED, f"reload failed: {r.detail}")
         if not r.done:
             self.reloaded = False
+            if not self.tested:  # denied: nothing tested it
+                self._configtest()
             self.step("reload", True, f"not done ({r.detail}): the change is written and tested and takes effect "
                                       "when Apache is next reloaded or started")
             return
+        if not self.tested:
+            self.step("configtest", True, f"ok (tested by the reload before it signalled Apache: {r.tested_by})")
         self.step("reload", True, f"{r.how}: {r.detail}")
 
     def _target(self) -> Optional[Tuple[str, int, str]]:

@@ -210,11 +210,11 @@ def _gracefuls(bindir: Path) -> int:
 
 
 def test_reload_tested(apache: ApacheInstance, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The reload after the transaction's own configtest is ``apache2ctl -k graceful`` (no second ``-t``).
+    """The transaction's reload is ``apache2ctl -k graceful``, and it is also the changed configuration's test.
 
     Safe only because ``apache2 -k graceful`` parses the configuration itself and
-    refuses to signal a broken one: a configuration broken after the test (a
-    real file, real Apache) leaves the same master serving the old generation.
+    refuses to signal a broken one: a broken configuration (a real file, real
+    Apache) leaves the same master serving the old generation.
     """
     from dataone_cn_sslverify import apachectl
 
@@ -223,14 +223,14 @@ def test_reload_tested(apache: ApacheInstance, monkeypatch: pytest.MonkeyPatch) 
     pid, gens = apache.pid(), generations(apache)
     broken = apache.enable_conf("zz-broken-meanwhile", "ThisIsNotADirective on\n")
     try:
-        r = apachectl.graceful(wait=5.0, tested=True)
+        r = apachectl.graceful(wait=5.0, one_parse=True)
     finally:
         (apache.confdir / "conf-enabled" / broken.name).unlink()
     assert not r.ok and "-k graceful" in r.detail and "ThisIsNotADirective" in r.detail, r
     assert apache.pid() == pid and generations(apache) == gens, "a broken configuration was signalled"
     assert_original_behaviour(apache)
     # And on a good configuration it is a real graceful reload: one new generation.
-    r = apachectl.graceful(wait=10.0, tested=True)
+    r = apachectl.graceful(wait=10.0, one_parse=True)
     assert r.ok and r.done, r
     assert apache.pid() == pid and generations(apache) == gens + 1, r
 
