@@ -24,6 +24,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 from . import apachectl, gate, proc
+from .locate import probe_target  # noqa: F401  (where the check connects; re-exported)
 from .clients import CLIENTS, TLS_VERSIONS, Client
 from .records import dataclass, field
 
@@ -52,27 +53,6 @@ class Outcome:
         doc["offered"] = list(self.offered)
         doc["notes"] = list(self.notes)
         return doc
-
-
-def probe_target(a: "Assessment") -> Tuple[str, int, str]:
-    """(host, port, SNI) to reach the vhost from this host: its own address and ServerName."""
-    host, port = "127.0.0.1", 443
-    for addr in a.addresses:
-        h, _, p = addr.rpartition(":") if not addr.endswith("]") else (addr, "", "")
-        if not h:
-            h, p = addr, ""
-        if p.isdigit():
-            port = int(p)
-        if h not in ("*", "_default_", ""):
-            host = h.strip("[]")
-        break
-    if host == "127.0.0.1" and not apachectl.accepts(host, port):
-        # A wildcard vhost that loopback does not reach: go where Apache really listens on that port.
-        listening = apachectl.listening_addresses(port)
-        if listening and "127.0.0.1" not in listening:
-            host = listening[0]
-    sni = (a.server_name or host).split(":")[0]
-    return host, port, sni
 
 
 def trusted_client_cert(env: Optional[Dict[str, str]] = None) -> Tuple[Optional[Tuple[str, Optional[str]]], List[str]]:
@@ -135,35 +115,22 @@ def mode_for(op: str) -> str:
 
 
 class Preparation:
-    """What the live check needs that the reload does not change, made in a thread while Apache reloads.
+    """What the live check needs that the reload does not change: made once, before the reload.
 
     The required paths (read from the files just written), the operator's
     trusted certificate, a throwaway certificate from an unknown CA (``openssl
     req``), the probe stack's import and its client contexts: about a fifth of
-    the check's time. The transaction starts this right after its write and
-    waits for it only after the reload, so this work runs while its main
-    thread waits for ``apache2ctl``. `close` always: it removes the
-    throwaway certificate's directory. A failure in the thread is raised by
-    `result`, where the check would have raised it.
+    the check's time. The transaction makes it in a thread right after its
+    write, while its main thread waits for Apache (``transaction._prepare_probe``).
+    `close` always: it removes the throwaway certificate's directory.
     """
 
     def __init__(self, vhost_file: str, vhost_line: int, clients: Sequence[Client] = CLIENTS) -> None:
-        self.vhost_file, self.vhost_line, self.clients = vhost_file, vhost_line, clients
+        from . import probe  # the ssl stack
+
         self.workdir = tempfile.mkdtemp(prefix="dataone-cn-sslverify-check-")
-        self.required: List[str] = []
-        self.notes: List[str] = []
-        self.trusted: Optional[Tuple[str, Optional[str]]] = None
-        self.untrusted: Optional[Tuple[str, str]] = None
-        self.contexts: Any = None
-        self._error: Optional[BaseException] = None
-        self._thread = threading.Thread(target=self._make, name="live-check-preparation", daemon=True)
-        self._thread.start()
-
-    def _make(self) -> None:
         try:
-            from . import probe  # the ssl stack, imported here rather than after the reload
-
-            self.required, self.notes = required_paths_of(self.vhost_file, self.vhost_line)
+            self.required, self.notes = required_paths_of(vhost_file, vhost_line)
             self.trusted, cert_notes = trusted_client_cert()
             self.notes += cert_notes
             self.untrusted, why = _untrusted_cert(self.workdir)
@@ -173,27 +140,17 @@ class Preparation:
             self.contexts = probe.ContextCache()
             certs = {gate.TRUSTED: self.trusted or (None, None), gate.UNTRUSTED: self.untrusted or (None, None),
                      gate.NOCERT: (None, None)}
-            for c in gate.plan(TLS_VERSIONS, self.required, trusted_cert=self.trusted is not None,
-                               clients=self.clients):
+            for c in gate.plan(TLS_VERSIONS, self.required, trusted_cert=self.trusted is not None, clients=clients):
                 cert, key = certs[c.cert]
                 try:
                     self.contexts.get(c.profile, None, cert, key)
                 except (OSError, ValueError, probe.ssl.SSLError):
                     pass  # the probe itself makes it again and reports why it cannot
-        except BaseException as exc:  # handed to the caller by result()
-            self._error = exc
-
-    def result(self) -> "Preparation":
-        """Wait for the preparation; raise what failed in it."""
-        self._thread.join(OPENSSL_TIMEOUT + 30)
-        if self._thread.is_alive():
-            raise RuntimeError("the live check's preparation did not finish")
-        if self._error is not None:
-            raise self._error
-        return self
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
-        self._thread.join(OPENSSL_TIMEOUT + 30)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -282,7 +239,7 @@ def run_for_vhost(op: str, a: "Assessment", host: str, port: int, server_name: s
                   prepared: Optional[Preparation] = None, **kw: Any) -> Outcome:
     """`run` for the CN vhost of assessment ``a`` after ``op``: its required paths, the operator's certificate."""
     if prepared is not None:
-        return run(mode_for(op), host, port, server_name, prepared=prepared.result(), **kw)
+        return run(mode_for(op), host, port, server_name, prepared=prepared, **kw)
     paths, notes = required_paths_of(a.filename, a.line)
     trusted, cert_notes = trusted_client_cert()
     return run(mode_for(op), host, port, server_name, required=paths, trusted=trusted, notes=notes + cert_notes,

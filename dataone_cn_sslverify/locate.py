@@ -14,7 +14,7 @@ and edited at its real path (``sites-available/cn-ssl.conf``).
 """
 
 import os
-from typing import List, Optional, Set
+from typing import List, Optional, Set, Tuple
 
 from . import apacheconf as ac
 from . import apachectl, errors, loaded, paths, policy
@@ -153,3 +153,24 @@ def choose(loc: Located) -> policy.Assessment:
             "several SSL vhosts carry a client-verification block: " + listed + "; name one with --vhost FILE"
         )
     return cands[0]
+
+
+def probe_target(a: policy.Assessment) -> Tuple[str, int, str]:
+    """(host, port, SNI) to reach the vhost from this host: its own address and ServerName."""
+    host, port = "127.0.0.1", 443
+    for addr in a.addresses:
+        h, _, p = addr.rpartition(":") if not addr.endswith("]") else (addr, "", "")
+        if not h:
+            h, p = addr, ""
+        if p.isdigit():
+            port = int(p)
+        if h not in ("*", "_default_", ""):
+            host = h.strip("[]")
+        break
+    if host == "127.0.0.1" and not apachectl.accepts(host, port):
+        # A wildcard vhost that loopback does not reach: go where Apache really listens on that port.
+        listening = apachectl.listening_addresses(port)
+        if listening and "127.0.0.1" not in listening:
+            host = listening[0]
+    sni = (a.server_name or host).split(":")[0]
+    return host, port, sni

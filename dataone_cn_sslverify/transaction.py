@@ -27,6 +27,7 @@ variable for it.
 import json
 import os
 import syslog
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -34,7 +35,7 @@ from . import apacheconf as ac
 from . import apachectl, display, interrupts, paths, policy, reverter
 from .store import atomic_write
 from .errors import ExitCode, SslVerifyError
-from .livecheck import probe_target
+from .locate import probe_target
 from .outcome import Abort, Outcome, Step
 from .planning import Planning, check_snippet
 from .store import Backup, ChangedMeanwhile, JournalUnreadable, LockTimeout, Store, cas_write, read, sha256
@@ -62,6 +63,37 @@ def log_syslog(message: str, ok: bool) -> None:
         syslog.closelog()
     except OSError:  # pragma: no cover - syslog(3) does not raise; belt and braces
         pass
+
+
+class Background:
+    """One function run in a daemon thread: `result` waits for it and returns its value or raises its exception."""
+
+    def __init__(self, fn: Callable[[], Any], limit: float = 60.0) -> None:
+        self._value: Any = None
+        self._error: Optional[BaseException] = None
+        self._limit = limit
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join(self._limit)
+        if self._thread.is_alive():
+            raise RuntimeError(f"a background step did not finish within {self._limit:.0f}s")
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def close(self, cleanup: Callable[[Any], None]) -> None:
+        """Wait for it (bounded) and clean up its value, if it made one."""
+        self._thread.join(self._limit)
+        if self._value is not None:
+            cleanup(self._value)
 
 
 class Transaction(Planning):
@@ -199,7 +231,7 @@ class Transaction(Planning):
             return self._rollback(f"internal error ({type(exc).__name__}: {exc})")
         finally:
             if self.live_prep is not None:
-                self.live_prep.close()
+                self.live_prep.close(lambda prep: prep.close())
         self._commit()
         return self._outcome("changed", ExitCode.OK, f"{self.op} done: {self.file}")
 
@@ -433,11 +465,22 @@ class Transaction(Planning):
         return self.do_probe and self.op != "restore" and self._target() is not None
 
     def _prepare_probe(self) -> None:
-        """Start the live check's preparation (`livecheck.Preparation`) while configtest and reload run."""
-        if self._probe_wanted() and self.reload and self.assessment is not None and apachectl.is_running():
-            from . import livecheck  # the probe stack: only when probing
+        """Start the live check's preparation (`livecheck.Preparation`) in a thread while the reload runs.
 
-            self.live_prep = livecheck.Preparation(self.assessment.filename, self.assessment.line)
+        The reload is a child process the main thread only waits for: the
+        imports of the probe stack, ``openssl req`` and the client contexts
+        run meanwhile. `_probe` takes the result (a failure in the thread is
+        raised there, where the check would have raised it); the caller
+        closes it on every path.
+        """
+        if self._probe_wanted() and self.reload and self.assessment is not None and apachectl.is_running():
+            where = (self.assessment.filename, self.assessment.line)
+
+            def make() -> Any:
+                from . import livecheck  # the probe stack: only when probing
+
+                return livecheck.Preparation(*where)
+            self.live_prep = Background(make)
 
     def _probe(self) -> None:
         self._checkpoint("probe")
@@ -448,8 +491,9 @@ class Transaction(Planning):
             return
         host, port, sni = target
         from . import livecheck  # the probe stack: only when probing
+        prepared = self.live_prep.result() if self.live_prep is not None else None
         live = livecheck.run_for_vhost("apply" if self.revert_to_policy else self.op, self.assessment, host, port, sni,
-                                       prepared=self.live_prep)
+                                       prepared=prepared)
         v = live.verdict
         self.probe_results = [s.to_json() for s in live.seen]
         self.gate_verdict = live.to_json()
