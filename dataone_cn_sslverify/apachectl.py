@@ -14,11 +14,9 @@ Rules that keep a production server up:
 * after a reload, wait until a child of the *new* generation exists.
 """
 
-import ipaddress
 import os
 import re
 import shutil
-import struct
 import time
 from typing import Dict, List, Optional, Set, Tuple
 
@@ -413,6 +411,9 @@ def accepts(host: str, port: int, timeout: float = 1.0) -> bool:
 
 def _proc_addr(hexaddr: str, family: int) -> str:
     """/proc/net/tcp's address notation: 32-bit words in host (little-endian) byte order."""
+    import ipaddress  # here: only a wildcard vhost that loopback does not reach comes this far
+    import struct
+
     words = [int(hexaddr[i:i + 8], 16) for i in range(0, len(hexaddr), 8)]
     raw = b"".join(struct.pack("<I", w) for w in words)
     return str(ipaddress.IPv4Address(raw) if family == 4 else ipaddress.IPv6Address(raw))
