@@ -1,7 +1,7 @@
-"""``python3 -m dataone_cn_sslverify``: the same as the ``dataone-cn-sslverify`` command."""
+"""``python3 -m dataone_cn_sslverify``: the same as the ``dataone-cn-sslverify`` command (`entry.main`)."""
 
 import sys
 
-from .cli import main
+from .entry import main
 
 sys.exit(main())

@@ -16,24 +16,19 @@ Rules that keep a production server up:
 
 import os
 import re
-import shutil
 import time
 from typing import Dict, List, Optional, Set, Tuple
 
-from . import proc
+from . import apachecmd, proc
 from .records import dataclass
 
-SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+SYSTEM_PATH = apachecmd.SYSTEM_PATH
 DEFAULT_CONFDIR = "/etc/apache2"
 
 
 def environment() -> Dict[str, str]:
-    """os.environ with the system dirs appended to PATH and LANG=C for parseable output."""
-    env = dict(os.environ)
-    path = env.get("PATH", "")
-    env["PATH"] = f"{path}:{SYSTEM_PATH}" if path else SYSTEM_PATH
-    env["LC_ALL"] = "C"
-    return env
+    """os.environ with the system dirs appended to PATH and LC_ALL=C for parseable output (`apachecmd`)."""
+    return apachecmd.environment()
 
 
 def confdir() -> str:
@@ -45,8 +40,8 @@ def envvars_path() -> str:
 
 
 def apache2ctl() -> str:
-    """Path of the apache2ctl that will run (first on PATH, then the system dirs)."""
-    found = shutil.which("apache2ctl", path=environment()["PATH"])
+    """Path of the apache2ctl that will run (first on PATH, then the system dirs: `apachecmd`)."""
+    found = apachecmd.apache2ctl()
     if not found:
         raise FileNotFoundError("apache2ctl not found (is the apache2 package installed?)")
     return found
@@ -105,7 +100,7 @@ _INCLUDE_LINE = re.compile(r"^\s*\((?:\*|\d+)\)\s+(\S.*?)\s*$")
 
 
 def dump_includes() -> Result:
-    return run(["-t", "-D", "DUMP_INCLUDES"])
+    return run(list(apachecmd.DUMP_ARGS), timeout=apachecmd.TIMEOUT)
 
 
 def parse_dump_includes(output: str) -> List[str]:

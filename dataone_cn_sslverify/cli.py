@@ -330,17 +330,21 @@ def cmd_monitor(args: argparse.Namespace, out: Output) -> int:
     Exit: with ``--format nagios`` the plugin status (0 OK, 1 WARNING,
     2 CRITICAL, 3 UNKNOWN); with ``--format checkmk`` 0 (the status is in the line).
     """
-    from . import monitor, monitor_observe
+    from . import monitor, monitor_fast, monitor_observe
 
+    seen = None if args.live else monitor_fast.Consulted()  # what the verdict depends on, for its cache
     try:
-        obs, a = monitor_observe.gather(args.vhost, paths.policy_path(), paths.state_dir())
+        obs, a = monitor_observe.gather(args.vhost, paths.policy_path(), paths.state_dir(), seen)
         if args.live and a is not None and a.state != "unrecognised":
             from . import monitor_live
             obs = monitor_live.observe(obs, a, paths.state_dir(), paths.policy_path(), args.cache, args.timeout)
         verdict = monitor.judge(obs)
     except Exception as exc:  # the monitoring must always get a line: say what went wrong
+        seen = None
         verdict = monitor.Verdict(monitor.UNKNOWN, f"internal error: {type(exc).__name__}: {exc}; "
                                                    "run `dataone-cn-sslverify status`")
+    if seen is not None:
+        monitor_observe.save_verdict(seen, args.vhost, verdict)
     if out.as_json:
         out.document(verdict.to_json())
     elif args.format == "checkmk":

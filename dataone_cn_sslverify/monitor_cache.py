@@ -1,9 +1,11 @@
 """The monitor's own small files in the state dir, written safely and read back without trust.
 
-Two caches use it: ``monitor-live.json`` (the ``--live`` verdict, a few
-minutes) and ``monitor-config.json`` (what the configuration says, for as
-long as no file Apache loads changed). Both only save work: a cache that is
-missing, stale, foreign or malformed is ignored and the work is done again.
+Three caches use it: ``monitor-live.json`` (the ``--live`` verdict, a few
+minutes), ``monitor-config.json`` (what the configuration says, for as
+long as no file Apache loads changed) and ``monitor-verdict.cache``
+(`monitor_fast`: the whole verdict, for as long as nothing it read
+changed). They only save work: a cache that is missing, stale, foreign or
+malformed is ignored and the work is done again.
 
 Written only in a state dir that is a real directory owned by us and not
 writable by group or others; to a fresh random name opened with
@@ -11,12 +13,13 @@ writable by group or others; to a fresh random name opened with
 only through ``O_NOFOLLOW``, as a regular file with one link, owned by us,
 not writable by group or others, small, holding one JSON object of the
 expected version and key; the caller then checks every field's type.
+
+Imports only ``os`` and ``stat`` (``json`` when a JSON cache is used):
+`monitor_fast` reads through it on every run.
 """
 
-import json
 import os
 import stat
-from typing import Any, Dict, Optional
 
 MAX_BYTES = 262144
 
@@ -30,8 +33,8 @@ def usable_dir(state_dir: str) -> bool:
     return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
-def read_doc(state_dir: str, name: str, version: int, key: str) -> Optional[Dict[str, Any]]:
-    """The JSON object in state_dir/name if it passes every check and carries version and key; else None."""
+def read_private(state_dir: str, name: str, max_bytes: int = MAX_BYTES) -> "Optional[bytes]":
+    """The bytes of state_dir/name if it is ours alone (see the module's rules) and small; else None."""
     if not usable_dir(state_dir):
         return None
     try:
@@ -41,13 +44,31 @@ def read_doc(state_dir: str, name: str, version: int, key: str) -> Optional[Dict
     try:
         st = os.fstat(fd)
         if (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022
-                or st.st_size > MAX_BYTES or st.st_nlink != 1):
+                or st.st_size > max_bytes or st.st_nlink != 1):
             return None
-        raw = os.read(fd, MAX_BYTES + 1)
+        chunks = []
+        got = 0
+        while got <= max_bytes:
+            b = os.read(fd, max_bytes + 1 - got)
+            if not b:
+                break
+            chunks.append(b)
+            got += len(b)
     except OSError:
         return None
     finally:
         os.close(fd)
+    raw = b"".join(chunks)
+    return raw if len(raw) <= max_bytes else None
+
+
+def read_doc(state_dir: str, name: str, version: int, key: str) -> "Optional[Dict[str, Any]]":
+    """The JSON object in state_dir/name if it passes every check and carries version and key; else None."""
+    import json
+
+    raw = read_private(state_dir, name)
+    if raw is None:
+        return None
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
@@ -57,14 +78,18 @@ def read_doc(state_dir: str, name: str, version: int, key: str) -> Optional[Dict
     return doc
 
 
-def write_doc(state_dir: str, name: str, doc: Dict[str, Any]) -> bool:
-    """Store doc as state_dir/name (temp O_EXCL|O_NOFOLLOW, fsync, rename); False when not possible."""
-    if not usable_dir(state_dir):
+def write_doc(state_dir: str, name: str, doc: "Dict[str, Any]") -> bool:
+    """Store doc as JSON in state_dir/name (`write_private`); False when not possible."""
+    import json
+
+    return write_private(state_dir, name, json.dumps(doc, sort_keys=True).encode())
+
+
+def write_private(state_dir: str, name: str, data: bytes, max_bytes: int = MAX_BYTES) -> bool:
+    """Store data as state_dir/name (temp O_EXCL|O_NOFOLLOW 0600, fsync, rename); False when not possible."""
+    if not usable_dir(state_dir) or len(data) > max_bytes:
         return False
-    data = json.dumps(doc, sort_keys=True).encode()
-    if len(data) > MAX_BYTES:
-        return False
-    tmp = os.path.join(state_dir, f".{name}.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+    tmp = os.path.join(state_dir, ".%s.%d.%s.tmp" % (name, os.getpid(), os.urandom(6).hex()))
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError:
@@ -85,3 +110,7 @@ def write_doc(state_dir: str, name: str, doc: Dict[str, Any]) -> bool:
         except OSError:
             pass
         return False
+
+
+if False:  # type names for checkers only: typing costs a few ms at every monitor run
+    from typing import Any, Dict, Optional  # noqa: F401

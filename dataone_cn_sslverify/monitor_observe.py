@@ -26,9 +26,9 @@ import time
 from typing import Dict, Optional, Tuple
 
 from . import apacheconf as ac
-from . import apachectl, locate, monitor_cache, optout, paths, policy
+from . import apachectl, locate, monitor_cache, monitor_fast, optout, paths, policy
 from . import snippet as contract
-from .monitor import HazardSeen, Observations, Replication
+from .monitor import UNKNOWN, HazardSeen, Observations, Replication, Verdict, format_checkmk, format_nagios
 from .store import Store, sha256
 
 #: How long a monitor run waits for a run in progress to release the lock before saying so.
@@ -69,9 +69,13 @@ def broken_at(error: str) -> str:
 # The vhost
 
 
-def located(vhost: Optional[str], snippet: str) -> Tuple[Dict[str, object], Optional[apachectl.Result],
-                                                         Optional[policy.Assessment]]:
-    """Run ``apache2ctl -t -D DUMP_INCLUDES`` once; the vhost's fields of `Observations`, and what was found."""
+def located(vhost: Optional[str], snippet: str, seen: Optional[monitor_fast.Consulted] = None
+            ) -> Tuple[Dict[str, object], Optional[apachectl.Result], Optional[policy.Assessment]]:
+    """Run ``apache2ctl -t -D DUMP_INCLUDES`` once; the vhost's fields of `Observations`, and what was found.
+
+    seen records the dump and, before any is read, the files it lists, the
+    vhost given, the policy file and its live copy (`monitor_fast`).
+    """
     fields: Dict[str, object] = {"snippet_path": snippet}
     try:
         dump = apachectl.dump_includes()
@@ -79,6 +83,12 @@ def located(vhost: Optional[str], snippet: str) -> Tuple[Dict[str, object], Opti
         fields["vhost_problem"] = str(exc)
         return fields, None, None
     fields["config_ok"] = dump.ok
+    if seen is not None:
+        listed = apachectl.parse_dump_includes(dump.output) if dump.ok else []
+        if listed and dump.argv:
+            seen.saw_dump(dump.argv[0], dump.output)
+        for p in listed + [vhost or "", snippet, paths.live_path()]:
+            seen.add(monitor_fast.FILE, p)
     if not dump.ok:
         fields["config_error"] = config_error(dump.output)
         fields["config_broken_at"] = broken_at(str(fields["config_error"]))
@@ -101,14 +111,16 @@ def located(vhost: Optional[str], snippet: str) -> Tuple[Dict[str, object], Opti
 CONFIG_CACHE = "monitor-config.json"
 CONFIG_VERSION = 1
 #: Environment that changes what the configuration means (``${VAR}`` in it, where Apache's files are).
-_ENV_KEYS = ("APACHE_CONFDIR", "APACHE_ENVVARS", "APACHE_RUN_USER", "APACHE_RUN_GROUP", "APACHE_LOG_DIR",
-             "APACHE_RUN_DIR", "APACHE_LOCK_DIR", "APACHE_PID_FILE", "APACHE_ARGUMENTS")
+_ENV_KEYS = monitor_fast.APACHE_ENV_KEYS
 
 
 def config_key(dump_output: str, a: policy.Assessment, snippet: str) -> Optional[str]:
     """What the configuration analysis depends on: every file Apache loads (identity, size, times), the environment.
 
-    None when it cannot be told (Apache listed no file, one cannot be stat'ed): then nothing is cached.
+    None when it cannot be told (Apache listed no file, one cannot be
+    stat'ed) or a file changed less than `monitor_fast.RACY` seconds ago
+    (its next same-size rewrite in the same timestamp tick would keep the
+    key): then nothing is cached.
     """
     from . import __version__
 
@@ -116,11 +128,14 @@ def config_key(dump_output: str, a: policy.Assessment, snippet: str) -> Optional
     if not files:
         return None
     stats = []
+    now = time.time()
     for p in files + [a.filename, snippet]:
         try:
             st = os.stat(p)
         except OSError:
             return None
+        if monitor_fast.racy([(st.st_mtime_ns, st.st_ctime_ns)], now):
+            return None  # changed within the same second: a same-size rewrite could go unseen by stat
         stats.append([p, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns])
     env = [os.environ.get(k, "") for k in _ENV_KEYS]
     return sha256(json.dumps([__version__, CONFIG_VERSION, a.filename, a.line, snippet, env, stats]).encode())
@@ -280,9 +295,15 @@ def _printable(text: str) -> str:
 
 
 def read_state(state_dir: str, vhost_file: str, snippet: str, applied: bool,
-               wait: float = LOCK_WAIT) -> Dict[str, object]:
-    """Journal, opt-out, snippet status and the saved block, read under a shared lock."""
+               wait: float = LOCK_WAIT, seen: Optional[monitor_fast.Consulted] = None) -> Dict[str, object]:
+    """Journal, opt-out, snippet status and the saved block, read under a shared lock.
+
+    seen records the state dir and each file in it that is read (or found absent), before it is read.
+    """
     store = Store(state_dir)
+    if seen is not None:
+        seen.add(monitor_fast.DIR, state_dir)
+        seen.add(monitor_fast.FILE, store.lock_path)
     try:
         st = os.stat(state_dir)
     except FileNotFoundError:
@@ -300,6 +321,10 @@ def read_state(state_dir: str, vhost_file: str, snippet: str, applied: bool,
         return {"state_problem": f"{store.lock_path}: {exc.strerror}", "journal": "unknown"}
     if busy:
         return {"busy": busy}
+    if seen is not None:
+        for p in (store.journal_path, optout.path(state_dir), os.path.join(store.root, "rejected.json"),
+                  store._block_file(vhost_file) if vhost_file else ""):
+            seen.add(monitor_fast.FILE, p)
     try:
         journal, jdetail = journal_state(store)
         out: Dict[str, object] = {"journal": journal, "journal_detail": jdetail, "optout": optout_state(state_dir)}
@@ -316,13 +341,26 @@ def read_state(state_dir: str, vhost_file: str, snippet: str, applied: bool,
             os.close(fd)
 
 
-def gather(vhost: Optional[str], snippet: str, state_dir: str) -> Tuple[Observations, Optional[policy.Assessment]]:
-    """Every observation but the live one; the CN vhost's assessment (for ``--live``) when one was found."""
-    fields, dump, a = located(vhost, snippet)
+def gather(vhost: Optional[str], snippet: str, state_dir: str, seen: Optional[monitor_fast.Consulted] = None
+           ) -> Tuple[Observations, Optional[policy.Assessment]]:
+    """Every observation but the live one; the CN vhost's assessment (for ``--live``) when one was found.
+
+    seen, when given, records every file consulted (`monitor_fast.Consulted`): the verdict's cache key.
+    """
+    fields, dump, a = located(vhost, snippet, seen)
     if a is not None and dump is not None and a.state != "unrecognised":
         fields.update(configuration(a, snippet, dump, state_dir))
     fields["state_dir"] = state_dir
     fields["as_root"] = os.geteuid() == 0
     fields.update(read_state(state_dir, str(fields.get("vhost_file", "")), snippet,
-                             applied=fields.get("vhost_state") == "applied"))
+                             applied=fields.get("vhost_state") == "applied", seen=seen))
     return Observations(**fields), a  # type: ignore[arg-type]
+
+
+def save_verdict(seen: monitor_fast.Consulted, vhost: Optional[str], verdict: Verdict) -> bool:
+    """Cache a verdict for `monitor_fast` when it is deterministic: no UNKNOWN finding (busy, unreadable: transient)."""
+    if verdict.state == UNKNOWN or any(f.state == UNKNOWN for f in verdict.findings):
+        return False
+    as_json = json.dumps(verdict.to_json(), indent=2, sort_keys=False) + "\n"  # as `cli.Output.document`
+    return monitor_fast.save(seen, paths.state_dir(), vhost, verdict.state, format_nagios(verdict),
+                             format_checkmk(verdict), as_json)
