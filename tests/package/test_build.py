@@ -368,7 +368,7 @@ def test_package_contents(deb_build: Build) -> None:
         assert f"{PRIVATE}/dataone_cn_sslverify/{py.name}" in paths
     assert not [p for p in paths if p.startswith(("/usr/lib/python3", "/usr/bin"))], sorted(paths)
     assert v.members[COMMAND][0] == "f0755"
-    assert v.files[COMMAND].startswith(b"#!/usr/bin/python3 -I\n")
+    assert v.files[COMMAND].startswith(b"#!/usr/bin/python3 -IS\n")
     assert f'sys.path.insert(0, "{PRIVATE}")'.encode() in v.files[COMMAND]
     # The snippet is a conffile with the bytes of conf/, not installed by setup.py into /usr.
     assert v.conffiles == [CONFFILE]
