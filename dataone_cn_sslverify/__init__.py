@@ -26,6 +26,7 @@ Pure core:
 Edges:
     proc         every subprocess: one timeout, one decoding
     paths        where things live, and the environment overrides
+    apachecmd    which apache2ctl runs and with which environment (shared by apachectl and monitor_fast)
     apachectl    Apache as a process: config test, what it loads, running?, reload (by hand, or invoke-rc.d)
     locate       find the CN SSL vhost among the files Apache loads
     store        the state dir (validated), backups, saved blocks, journal, lock, compare-and-swap writes
@@ -36,11 +37,13 @@ Edges:
     monitor_observe  what ``monitor`` judges: the vhost, the state dir (shared lock, read only), the seams
     monitor_config   what the loaded configuration says for ``monitor`` (hazards, replication Locations)
     monitor_cache    the monitor's cache files in the state dir: written safely, read back without trust
+    monitor_fast     ``monitor``'s verdict cache: keyed on every file the verdict read; answered with few imports
     monitor_live     ``monitor --live``: a few live behaviours, cached
     sslcompat    TLS version pins and post-handshake auth on every Python from 3.6
     livecheck    the gate's probes against the live vhost, and its verdict
 
 Commands:
+    entry        the command's entry point: monitor's cached verdict (monitor_fast), else cli
     transaction  apply / revert / restore as explicit steps with one rollback path, crash recovery
     planning     the plan steps of a transaction: locate, plan apply/revert, a snippet edit, a restore
     hazards      ``check``'s rules: what in the loaded configuration breaks which clients (pure)

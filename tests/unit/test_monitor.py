@@ -330,9 +330,14 @@ def test_cache_is_not_written_in_a_directory_others_may_write(tmp_path):
     assert os.listdir(str(d)) == []
 
 
-def test_config_cache_key_follows_every_loaded_file(tmp_path):
+def test_config_cache_key_follows_every_loaded_file(tmp_path, monkeypatch):
+    import time
+
     from dataone_cn_sslverify import policy
     from dataone_cn_sslverify.monitor_observe import config_key
+
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 60)  # judged a minute later: no file is racy
 
     files = [tmp_path / n for n in ("apache2.conf", "cn-ssl.conf", "snippet.conf")]
     for f in files:
