@@ -399,8 +399,8 @@ def _spawn(argv: "List[str]", env: "Dict[str, str]") -> "Optional[Tuple[int, byt
     try:
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            pid = os.posix_spawn(argv[0], argv, env, setsigdef=sigdef, file_actions=[
-                (os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)])
+            actions = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)]  # novermin
+            pid = os.posix_spawn(argv[0], argv, env, setsigdef=sigdef, file_actions=actions)  # novermin
         finally:
             os.close(null)
     except OSError:
