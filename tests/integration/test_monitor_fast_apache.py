@@ -1,8 +1,9 @@
 """`monitor`'s verdict cache (`monitor_fast`) against a real Apache: used on a hit, every change seen at once.
 
 A hit is told from a miss without any hook in the package: the command runs
-under ``python3 -X importtime`` and a hit never imports ``argparse`` (nor
-``re``, ``json``, the package's ``cli``), which the full path always does.
+under ``python3 -v`` (it names every module imported, on every Python from
+3.6) and a hit never imports ``argparse`` (nor ``re``, ``json``, the
+package's ``cli``), which the full path always does.
 Each change is made by real means (the tool's apply and revert, the
 original vhost copied back, a broken conf file, a corrupt journal, an edit
 of the policy file, a held flock) and the very next run must report it.
@@ -27,9 +28,20 @@ from transaction_support import MAIN, tool, tool_env
 pytestmark = pytest.mark.integration
 
 PYTHON = sys.executable
-FULL_PATH_ONLY = {"argparse", "re", "json", "typing", "subprocess", "dataone_cn_sslverify.cli",
-                  "dataone_cn_sslverify.monitor_observe"}
 
+def _imports(stderr: bytes) -> Set[str]:
+    """The modules ``python3 -v`` says it imported."""
+    return {ln.split("'")[1] for ln in stderr.decode("utf-8", "replace").splitlines()
+            if ln.startswith("import '") and ln.count("'") >= 2}
+
+
+#: What the fast path needs besides its own modules: nothing, or subprocess where there is no posix_spawn (< 3.8).
+_BASELINE = "pass" if hasattr(os, "posix_spawn") else "import subprocess"
+#: What the full path imports and the fast path does not, less what the baseline imports anyway
+#: (on 3.6 the site module imports ``re``, and subprocess imports it too).
+FULL_PATH_ONLY = {"argparse", "re", "json", "typing", "subprocess", "dataone_cn_sslverify.cli",
+                  "dataone_cn_sslverify.monitor_observe"} - _imports(
+    subprocess.run([PYTHON, "-v", "-c", _BASELINE], stderr=subprocess.PIPE, check=True).stderr)
 
 class Ran(NamedTuple):
     code: int
@@ -42,18 +54,17 @@ class Ran(NamedTuple):
 
 
 def monitor(inst: ApacheInstance, *args: str, head: List[str] = None) -> Ran:
-    """``monitor`` (prepended unless in args) as the plugins run it (``python3 -m``, or head), under ``-X importtime``."""
-    argv = (head or [PYTHON, "-X", "importtime", "-m", "dataone_cn_sslverify"]) + (
+    """``monitor`` (prepended unless in args) as the plugins run it (``python3 -m``, or head), under ``-v``."""
+    argv = (head or [PYTHON, "-v", "-m", "dataone_cn_sslverify"]) + (
         list(args) if "monitor" in args else ["monitor"] + list(args))
     p = subprocess.run(argv, env=tool_env(inst), cwd=str(MAIN), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=120)
-    imported = {ln.rsplit("|", 1)[1].strip() for ln in p.stderr.decode().splitlines()
-                if ln.startswith("import time:") and ln.count("|") == 2}
-    assert imported, "python3 -X importtime printed nothing: the hit/miss evidence is missing"
+    imported = _imports(p.stderr)
+    assert "os" in imported, "python3 -v named no import: the hit/miss evidence is missing"
     return Ran(p.returncode, p.stdout.decode("utf-8"), imported)
 
 
-FULL = [PYTHON, "-X", "importtime", "-c", "import sys\nfrom dataone_cn_sslverify import cli\nsys.exit(cli.main(sys.argv[1:]))"]
+FULL = [PYTHON, "-v", "-c", "import sys\nfrom dataone_cn_sslverify import cli\nsys.exit(cli.main(sys.argv[1:]))"]
 
 
 def full(inst: ApacheInstance, *args: str) -> Ran:
@@ -63,6 +74,12 @@ def full(inst: ApacheInstance, *args: str) -> Ran:
 
 def cache_path(inst: ApacheInstance) -> Path:
     return inst.state_dir / monitor_fast.NAME
+
+
+def written(inst: ApacheInstance) -> tuple:
+    """What a write of the cache changes (a read moves only the atime)."""
+    st = os.lstat(str(cache_path(inst)))
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def settle() -> None:
@@ -98,22 +115,22 @@ def test_a_hit_prints_exactly_what_the_full_path_prints_and_writes_nothing(apach
         f = full(apache, *args)
         assert not f.hit
         want[tuple(args)] = (f.code, f.stdout)
-    st = os.lstat(str(cache_path(apache)))
+    st = written(apache)
     for args in lines:
         h = monitor(apache, *args)
         assert h.hit, (args, sorted(h.imported & FULL_PATH_ONLY))
         assert (h.code, h.stdout) == want[tuple(args)], args
     assert want[("monitor",)][1].startswith("OK - policy live as") and want[("monitor",)][0] == 0
-    assert os.lstat(str(cache_path(apache))) == st, "a hit wrote its cache"
+    assert written(apache) == st, "a hit wrote its cache"
     # The installed launcher (python3 -IS, the modules in a private dir): the same, on a hit and on a miss.
     launcher = tmp_path / "dataone-cn-sslverify"
     launcher.write_text((MAIN / "sbin" / "dataone-cn-sslverify").read_text().replace(
         '"/usr/share/dataone-cn-sslverify"', repr(str(MAIN))))
     launcher.chmod(0o755)
-    h = monitor(apache, "monitor", head=["/usr/bin/python3", "-IS", "-X", "importtime", str(launcher)])
+    h = monitor(apache, "monitor", head=["/usr/bin/python3", "-ISv", str(launcher)])
     assert h.hit and (h.code, h.stdout) == want[("monitor",)]
     m = monitor(apache, "monitor", "--live", "--cache", "86400",
-                head=["/usr/bin/python3", "-IS", "-X", "importtime", str(launcher)])
+                head=["/usr/bin/python3", "-ISv", str(launcher)])
     assert not m.hit and m.code == 0 and "live" in m.stdout, m
 
 
@@ -260,7 +277,7 @@ def _wait_until_held(lock: Path) -> None:
 def test_a_run_holding_the_lock_is_reported_busy_and_not_cached(apache: ApacheInstance) -> None:
     applied(apache)
     primed(apache)
-    st = os.lstat(str(cache_path(apache)))
+    st = written(apache)
     holder = subprocess.Popen(["flock", "--no-fork", "-x", str(apache.state_dir / "lock"), "sleep", "30"])
     try:
         _wait_until_held(apache.state_dir / "lock")
@@ -269,6 +286,6 @@ def test_a_run_holding_the_lock_is_reported_busy_and_not_cached(apache: ApacheIn
     finally:
         holder.kill()
         holder.wait()
-    assert os.lstat(str(cache_path(apache))) == st, "a busy verdict was saved"
+    assert written(apache) == st, "a busy verdict was saved"
     r = monitor(apache)
     assert r.code == 0 and r.hit, r
