@@ -18,7 +18,10 @@ The key, compared in full (no hash, so no ``hashlib``):
   ``--vhost`` option, the environment that changes what is read
   (`ENV_KEYS`: ``APACHE_*``, ``PATH``, the tool's path overrides);
 * the ``apache2ctl`` that runs (`apachecmd`) and its dump: exit status 0
-  and the whole output (which lists every file Apache loads);
+  and every line of it that lists a file Apache loads (`dump_key`: all the
+  full path reads of a clean dump; a warning such as ``[so:warn] [pid N]
+  AH01574: module ssl_module is already loaded`` carries a time and a pid
+  and would make every run a miss);
 * for every file the full path consulted -- each file of the dump, the
   vhost, the policy file and its live copy, each state-dir file it read or
   found absent (journal, opt-out, rejected record, saved block, lock), the
@@ -94,6 +97,16 @@ def context(vhost: "Optional[str]", environ: "Mapping[str, str]", euid: int, egi
     return b"".join(netstring(p) for p in parts)
 
 
+def dump_key(output: str) -> str:
+    """The lines of a clean dump the full path reads: those listing a file, ``(N) PATH`` or ``(*) PATH``.
+
+    Every line `apachectl.parse_dump_includes` matches starts, after white
+    space, with ``(`` and is kept as it is; the rest (the heading, warnings
+    with a time stamp and a pid) is not read when the configuration passes.
+    """
+    return "\n".join(ln for ln in output.splitlines() if ln.lstrip().startswith("("))
+
+
 def current_context(vhost: "Optional[str]") -> bytes:
     return context(vhost, os.environ, os.geteuid(), os.getegid(), os.getgroups())
 
@@ -153,7 +166,7 @@ class Consulted:
 
     def saw_dump(self, ctl: str, output: str) -> None:
         """The dump ran and exited 0 (only then is the verdict a function of the files)."""
-        self.ctl, self.dump = ctl, output
+        self.ctl, self.dump = ctl, dump_key(output)
 
     def settled(self) -> bool:
         """Nothing changed since it was first stat'ed, and nothing changed shortly before the run (`racy`)."""
@@ -333,7 +346,7 @@ def cached(argv: "Sequence[str]") -> "Optional[Tuple[str, int]]":
     if ctl is None or ctl != doc.ctl:
         return None
     ran = run_dump(ctl)
-    if ran is None or ran[0] != 0 or ran[1].decode("utf-8", "replace") != doc.dump:
+    if ran is None or ran[0] != 0 or dump_key(ran[1].decode("utf-8", "replace")) != doc.dump:
         return None
     text = doc.outputs["json" if as_json else fmt]
     return text, 0 if fmt == "checkmk" else doc.state

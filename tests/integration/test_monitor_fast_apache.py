@@ -289,3 +289,12 @@ def test_a_run_holding_the_lock_is_reported_busy_and_not_cached(apache: ApacheIn
     assert written(apache) == st, "a busy verdict was saved"
     r = monitor(apache)
     assert r.code == 0 and r.hit, r
+
+
+def test_a_warning_with_a_pid_in_every_dump_still_hits(apache: ApacheInstance) -> None:
+    """A module loaded twice: each dump warns with its own time and pid; the files listed are what counts."""
+    apache.enable_conf("zz-dup", "LoadModule ssl_module /usr/lib/apache2/modules/mod_ssl.so\n")
+    assert "AH01574" in apache.apache2ctl("-t", "-D", "DUMP_INCLUDES").output
+    applied(apache)
+    h = primed(apache)
+    assert h.code == 0 and h.stdout.startswith("OK - "), h

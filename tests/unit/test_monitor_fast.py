@@ -74,6 +74,32 @@ def test_netstrings_round_trip(items) -> None:
     assert netstrings(b"".join(monitor_fast.netstring(x) for x in items)) == items
 
 
+_DUMP_LINES = st.sampled_from([
+    "Included configuration files:", "  (*) /etc/apache2/apache2.conf", "    (69) /etc/apache2/mods-enabled/ssl.load",
+    "  (12) /etc/apache2/sites-enabled/cn ssl.conf  ", "\t(3)\t/x.conf", " (*)/no-space.conf", "(x) /not-a-file",
+    "[Wed Dec 02 01:04:46.97 2026] [so:warn] [pid 24756:tid 24756] AH01574: module ssl_module is already loaded",
+    "AH00558: apache2: Could not reliably determine the server's fully qualified domain name", "Syntax OK", "",
+    "\u2003(7) /em-space.conf", "  (1) /a.conf\r"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_DUMP_LINES, max_size=8), st.sampled_from(["\n", "\r\n"]))
+def test_the_dump_key_keeps_every_file_line_the_full_path_reads(lines, eol) -> None:
+    from dataone_cn_sslverify import apachectl
+
+    out = eol.join(lines) + eol
+    key = monitor_fast.dump_key(out)
+    assert apachectl.parse_dump_includes(key) == apachectl.parse_dump_includes(out)
+    assert "[pid" not in key and "Included configuration files" not in key
+
+
+def test_the_dump_key_ignores_a_warning_with_a_pid_but_not_a_file() -> None:
+    a = "Included configuration files:\n  (*) /etc/apache2/apache2.conf\n"
+    warned = "[Wed Dec 02 01:04:46 2026] [so:warn] [pid 1:tid 1] AH01574: module ssl_module is already loaded\n" + a
+    assert monitor_fast.dump_key(warned) == monitor_fast.dump_key(a)
+    assert monitor_fast.dump_key(a + "  (12) /etc/apache2/conf-enabled/new.conf\n") != monitor_fast.dump_key(a)
+
+
 def test_the_context_tells_every_input_apart() -> None:
     env = {"PATH": "/usr/bin", "APACHE_CONFDIR": "/etc/apache2"}
     base = monitor_fast.context(None, env, 0, 0, [0])
@@ -95,7 +121,10 @@ def test_the_context_tells_every_input_apart() -> None:
 
 
 def test_the_fast_path_shares_the_full_paths_constants() -> None:
+    from dataone_cn_sslverify.store import Store
+
     assert monitor_fast.DEFAULT_STATE_DIR == paths.DEFAULT_STATE_DIR
+    assert Store("/s").lock_path == os.path.join("/s", "lock"), "the lock the fast path takes shared"
     assert set(monitor_observe._ENV_KEYS) <= set(monitor_fast.ENV_KEYS)
     assert {"DATAONE_CN_SSLVERIFY_POLICY", "DATAONE_CN_SSLVERIFY_LIVE", "DATAONE_CN_SSLVERIFY_STATE_DIR",
             "PATH"} <= set(monitor_fast.ENV_KEYS)
