@@ -13,7 +13,10 @@ it reads changes shape (the seams are named in docs/monitoring.md):
   lock, never a write: a run in progress is reported, not waited for long).
 
 Cheap on purpose (it runs every minute): nothing here imports the probe
-stack (``ssl``, threads); ``--live`` is `monitor_live`.
+stack (``ssl``, threads); ``--live`` is `monitor_live`. Each of them records
+the files it consults in a `monitor_fast.Consulted` (stat'ed before they
+are read): the key under which `save_verdict` caches the verdict for the
+next run's fast path.
 """
 
 import errno
