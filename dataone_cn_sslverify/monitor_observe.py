@@ -364,6 +364,9 @@ def save_verdict(seen: monitor_fast.Consulted, vhost: Optional[str], verdict: Ve
     """Cache a verdict for `monitor_fast` when it is deterministic: no UNKNOWN finding (busy, unreadable: transient)."""
     if verdict.state == UNKNOWN or any(f.state == UNKNOWN for f in verdict.findings):
         return False
-    as_json = json.dumps(verdict.to_json(), indent=2, sort_keys=False) + "\n"  # as `cli.Output.document`
-    return monitor_fast.save(seen, paths.state_dir(), vhost, verdict.state, format_nagios(verdict),
-                             format_checkmk(verdict), as_json)
+    try:
+        as_json = json.dumps(verdict.to_json(), indent=2, sort_keys=False) + "\n"  # as `cli.Output.document`
+        return monitor_fast.save(seen, paths.state_dir(), vhost, verdict.state, format_nagios(verdict),
+                                 format_checkmk(verdict), as_json)
+    except Exception:  # the cache only saves time: it never changes what the monitoring gets
+        return False
