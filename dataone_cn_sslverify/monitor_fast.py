@@ -16,8 +16,9 @@ The key, compared in full (no hash, so no ``hashlib``):
 
 * the cache format, the package version, euid, egid and groups, the
   ``--vhost`` option, the environment that changes what is read
-  (`ENV_KEYS`: ``APACHE_*``, ``PATH``, the tool's path overrides);
-* the ``apache2ctl`` that runs (`apachecmd`) and its dump: exit status 0
+  (`ENV_KEYS`: ``APACHE_*``, the tool's path overrides);
+* the ``apache2ctl`` that runs (`apachecmd`: ``PATH`` counts through it)
+  and its dump: exit status 0
   and every line of it that lists a file Apache loads (`dump_key`: all the
   full path reads of a clean dump; a warning such as ``[so:warn] [pid N]
   AH01574: module ssl_module is already loaded`` carries a time and a pid
@@ -64,8 +65,10 @@ DEFAULT_STATE_DIR = "/var/lib/dataone-cn-sslverify"
 #: Environment that changes what the configuration means (``${VAR}`` in it, where Apache's files are).
 APACHE_ENV_KEYS = ("APACHE_CONFDIR", "APACHE_ENVVARS", "APACHE_RUN_USER", "APACHE_RUN_GROUP", "APACHE_LOG_DIR",
                    "APACHE_RUN_DIR", "APACHE_LOCK_DIR", "APACHE_PID_FILE", "APACHE_ARGUMENTS")
-#: The environment the verdict depends on besides the files: that, where apache2ctl is found, the tool's paths.
-ENV_KEYS = APACHE_ENV_KEYS + ("PATH", "DATAONE_CN_SSLVERIFY_POLICY", "DATAONE_CN_SSLVERIFY_LIVE",
+#: The environment the verdict depends on besides the files: that and the tool's paths. Not PATH itself:
+#: what it changes is which apache2ctl runs, and that path is in the key (so the Check_MK agent and
+#: Nagios through sudo, with different PATHs finding the same apache2ctl, share one cache).
+ENV_KEYS = APACHE_ENV_KEYS + ("DATAONE_CN_SSLVERIFY_POLICY", "DATAONE_CN_SSLVERIFY_LIVE",
                               "DATAONE_CN_SSLVERIFY_STATE_DIR")
 #: Of those, the ones naming a path: a relative one would depend on the working directory (not in the key).
 _PATH_KEYS = ("APACHE_CONFDIR", "APACHE_ENVVARS", "DATAONE_CN_SSLVERIFY_POLICY", "DATAONE_CN_SSLVERIFY_LIVE",

@@ -53,11 +53,11 @@ class Ran(NamedTuple):
         return not (self.imported & FULL_PATH_ONLY)
 
 
-def monitor(inst: ApacheInstance, *args: str, head: List[str] = None) -> Ran:
+def monitor(inst: ApacheInstance, *args: str, head: List[str] = None, path_prefix: Path = None) -> Ran:
     """``monitor`` (prepended unless in args) as the plugins run it (``python3 -m``, or head), under ``-v``."""
     argv = (head or [PYTHON, "-v", "-m", "dataone_cn_sslverify"]) + (
         list(args) if "monitor" in args else ["monitor"] + list(args))
-    p = subprocess.run(argv, env=tool_env(inst), cwd=str(MAIN), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    p = subprocess.run(argv, env=tool_env(inst, path_prefix=path_prefix), cwd=str(MAIN), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=120)
     imported = _imports(p.stderr)
     assert "os" in imported, "python3 -v named no import: the hit/miss evidence is missing"
@@ -298,3 +298,19 @@ def test_a_warning_with_a_pid_in_every_dump_still_hits(apache: ApacheInstance) -
     applied(apache)
     h = primed(apache)
     assert h.code == 0 and h.stdout.startswith("OK - "), h
+
+
+def test_path_counts_through_the_apache2ctl_it_finds(apache: ApacheInstance, tmp_path: Path) -> None:
+    """Another PATH finding the same apache2ctl shares the cache; a wrapper found first is another key."""
+    applied(apache)
+    want = primed(apache)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    h = monitor(apache, path_prefix=empty)
+    assert h.hit and (h.code, h.stdout) == (want.code, want.stdout), h
+    wrapper = tmp_path / "wrapper"
+    wrapper.mkdir()
+    (wrapper / "apache2ctl").write_text('#!/bin/sh\necho "(*) %s"\nexec /usr/sbin/apache2ctl "$@"\n' % apache.vhost_path)
+    (wrapper / "apache2ctl").chmod(0o755)
+    m = monitor(apache, path_prefix=wrapper)
+    assert not m.hit and (m.code, m.stdout) == (want.code, want.stdout), m
