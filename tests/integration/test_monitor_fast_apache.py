@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List, NamedTuple, Set
+from typing import List, NamedTuple, Optional, Set
 
 import pytest
 
@@ -28,6 +28,7 @@ from transaction_support import MAIN, tool, tool_env
 pytestmark = pytest.mark.integration
 
 PYTHON = sys.executable
+
 
 def _imports(stderr: bytes) -> Set[str]:
     """The modules ``python3 -v`` says it imported."""
@@ -43,6 +44,7 @@ FULL_PATH_ONLY = {"argparse", "re", "json", "typing", "subprocess", "dataone_cn_
                   "dataone_cn_sslverify.monitor_observe"} - _imports(
     subprocess.run([PYTHON, "-v", "-c", _BASELINE], stderr=subprocess.PIPE, check=True).stderr)
 
+
 class Ran(NamedTuple):
     code: int
     stdout: str
@@ -53,12 +55,13 @@ class Ran(NamedTuple):
         return not (self.imported & FULL_PATH_ONLY)
 
 
-def monitor(inst: ApacheInstance, *args: str, head: List[str] = None, path_prefix: Path = None) -> Ran:
+def monitor(inst: ApacheInstance, *args: str, head: Optional[List[str]] = None,
+            path_prefix: Optional[Path] = None) -> Ran:
     """``monitor`` (prepended unless in args) as the plugins run it (``python3 -m``, or head), under ``-v``."""
     argv = (head or [PYTHON, "-v", "-m", "dataone_cn_sslverify"]) + (
         list(args) if "monitor" in args else ["monitor"] + list(args))
-    p = subprocess.run(argv, env=tool_env(inst, path_prefix=path_prefix), cwd=str(MAIN), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=120)
+    p = subprocess.run(argv, env=tool_env(inst, path_prefix=path_prefix), cwd=str(MAIN), stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=120)
     imported = _imports(p.stderr)
     assert "os" in imported, "python3 -v named no import: the hit/miss evidence is missing"
     return Ran(p.returncode, p.stdout.decode("utf-8"), imported)
