@@ -415,7 +415,8 @@ def _spawn(argv: "List[str]", env: "Dict[str, str]") -> "Optional[Tuple[int, byt
     try:
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            actions = [(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)]  # novermin
+            dup2 = os.POSIX_SPAWN_DUP2  # novermin
+            actions = [(dup2, null, 0), (dup2, w, 1), (dup2, w, 2)]
             pid = os.posix_spawn(argv[0], argv, env, setsigdef=sigdef, file_actions=actions)  # novermin
         finally:
             os.close(null)

@@ -313,7 +313,8 @@ def test_path_counts_through_the_apache2ctl_it_finds(apache: ApacheInstance, tmp
     assert h.hit and (h.code, h.stdout) == (want.code, want.stdout), h
     wrapper = tmp_path / "wrapper"
     wrapper.mkdir()
-    (wrapper / "apache2ctl").write_text('#!/bin/sh\necho "(*) %s"\nexec /usr/sbin/apache2ctl "$@"\n' % apache.vhost_path)
+    script = '#!/bin/sh\necho "(*) %s"\nexec /usr/sbin/apache2ctl "$@"\n' % apache.vhost_path
+    (wrapper / "apache2ctl").write_text(script)
     (wrapper / "apache2ctl").chmod(0o755)
     m = monitor(apache, path_prefix=wrapper)
     assert not m.hit and (m.code, m.stdout) == (want.code, want.stdout), m
