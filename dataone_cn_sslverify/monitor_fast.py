@@ -404,6 +404,7 @@ def run_dump(ctl: str) -> "Optional[Tuple[int, bytes]]":
 
 
 def _spawn(argv: "List[str]", env: "Dict[str, str]") -> "Optional[Tuple[int, bytes]]":
+    """`run_dump` with ``os.posix_spawn``: stdin /dev/null, stdout and stderr one pipe, read to the end."""
     import select
 
     try:
