@@ -14,12 +14,12 @@ run holding the lock, an error of any kind -- falls back to the full path.
 
 The key, compared in full (no hash, so no ``hashlib``):
 
-* the cache format, the package version, euid, egid and groups, the
-  ``--vhost`` option, the environment that changes what is read
-  (`ENV_KEYS`: ``APACHE_*``, the tool's path overrides);
+* the cache format, the package and Python versions, euid, egid and
+  groups, the ``--vhost`` option, the environment that changes what is
+  read (`ENV_KEYS`: ``APACHE_*``, the tool's path overrides);
 * the ``apache2ctl`` that runs (`apachecmd`: ``PATH`` counts through it)
-  and its dump: exit status 0
-  and every line of it that lists a file Apache loads (`dump_key`: all the
+  and its dump: exit status 0 and every line of it that lists a file
+  Apache loads (`dump_key`: all the
   full path reads of a clean dump; a warning such as ``[so:warn] [pid N]
   AH01574: module ssl_module is already loaded`` carries a time and a pid
   and would make every run a miss);
@@ -50,6 +50,7 @@ well under 2 ms); ``subprocess`` only on Python < 3.8 (no ``os.posix_spawn``).
 
 import os
 import stat
+import sys
 import time
 
 from . import __version__, apachecmd, monitor_cache
@@ -91,8 +92,8 @@ def _enc(s: str) -> bytes:
 
 def context(vhost: "Optional[str]", environ: "Mapping[str, str]", euid: int, egid: int,
             groups: "Sequence[int]") -> bytes:
-    """Everything of the key but the files and the dump: format, version, user, option, environment."""
-    parts = [FORMAT, _enc(__version__), b"%d" % euid, b"%d" % egid, b" ".join(b"%d" % g for g in sorted(groups)),
+    """Everything of the key but the files and the dump: format, versions, user, option, environment."""
+    parts = [FORMAT, _enc(__version__), b"%x" % sys.hexversion, b"%d" % euid, b"%d" % egid, b" ".join(b"%d" % g for g in sorted(groups)),
              b"-" if vhost is None else b"=" + _enc(vhost)]
     for k in ENV_KEYS:
         v = environ.get(k)
