@@ -19,10 +19,10 @@ The key, compared in full (no hash, so no ``hashlib``):
   read (`ENV_KEYS`: ``APACHE_*``, the tool's path overrides);
 * the ``apache2ctl`` that runs (`apachecmd`: ``PATH`` counts through it)
   and its dump: exit status 0 and every line of it that lists a file
-  Apache loads (`dump_key`: all the
-  full path reads of a clean dump; a warning such as ``[so:warn] [pid N]
-  AH01574: module ssl_module is already loaded`` carries a time and a pid
-  and would make every run a miss);
+  Apache loads (`dump_key`: all the full path reads of a clean dump; a
+  warning such as ``[so:warn] [pid N] AH01574: module ssl_module is
+  already loaded`` carries a time and a pid and would make every run a
+  miss);
 * for every file the full path consulted -- each file of the dump, the
   vhost, the policy file and its live copy, each state-dir file it read or
   found absent (journal, opt-out, rejected record, saved block, lock), the
