@@ -19,7 +19,7 @@ import re
 import time
 from typing import Dict, List, Optional, Set, Tuple
 
-from . import apachecmd, proc
+from . import apachecmd, prefetch, proc
 from .records import dataclass
 
 SYSTEM_PATH = apachecmd.SYSTEM_PATH
@@ -100,6 +100,16 @@ _INCLUDE_LINE = re.compile(r"^\s*\((?:\*|\d+)\)\s+(\S.*?)\s*$")
 
 
 def dump_includes() -> Result:
+    """``apache2ctl -t -D DUMP_INCLUDES``: the files Apache loads, and a config test (exit 0 only on "Syntax OK").
+
+    The first call of a run may take the dump the entry point started before
+    the imports (`prefetch`: only if it is still the dump that would run now).
+    """
+    argv, env = [apache2ctl()] + list(apachecmd.DUMP_ARGS), environment()
+    got = prefetch.take(argv, env)
+    if got is not None:
+        status, output = got
+        return Result(status == 0, output.decode("utf-8", "replace"), argv)
     return run(list(apachecmd.DUMP_ARGS), timeout=apachecmd.TIMEOUT)
 
 

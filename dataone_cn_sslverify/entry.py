@@ -7,7 +7,9 @@ for a ``monitor`` command line `monitor_fast` answers from its verdict
 cache when nothing the verdict depends on has changed (a lean module:
 ``os``, ``stat``, ``fcntl``, ``select``), and everything else -- other
 commands, other options, a miss, any error -- goes to `cli.main`
-unchanged. ``sbin/dataone-cn-sslverify`` and ``python3 -m
+unchanged. For the commands that begin with Apache's dump (``apply``,
+``revert``, ``status``, ``diff``), `prefetch` starts it before `cli` is
+imported. ``sbin/dataone-cn-sslverify`` and ``python3 -m
 dataone_cn_sslverify`` both call `main`.
 """
 
@@ -28,6 +30,12 @@ def main(argv=None):  # type: (Optional[List[str]]) -> int
             sys.stdout.write(hit[0])
             sys.stdout.flush()
             return hit[1]
+    try:
+        from . import prefetch
+
+        prefetch.start(args)  # Apache parses on another core while the imports below run
+    except Exception:  # it only saves time: the command runs the dump itself
+        pass
     from .cli import main as cli_main
 
     return cli_main(args)

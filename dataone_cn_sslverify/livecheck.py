@@ -136,8 +136,11 @@ class Preparation:
             self.untrusted, why = _untrusted_cert(self.workdir)
             if why:
                 self.notes.append(why)
-            # Every client context a plan over all versions can use (one per stack and certificate).
-            self.contexts = probe.ContextCache()
+            # Every client context a plan over all versions can use (one per stack and certificate);
+            # none where the probes are openssl s_client processes (Python without _msg_callback: 3.6).
+            self.contexts = probe.ContextCache() if probe.default_backend() == "python" else None
+            if self.contexts is None:
+                return
             certs = {gate.TRUSTED: self.trusted or (None, None), gate.UNTRUSTED: self.untrusted or (None, None),
                      gate.NOCERT: (None, None)}
             for c in gate.plan(TLS_VERSIONS, self.required, trusted_cert=self.trusted is not None, clients=clients):
