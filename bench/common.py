@@ -26,6 +26,17 @@ from harness.instance import ApacheInstance  # noqa: E402
 TOOL = [PYTHON, "-m", "dataone_cn_sslverify"]
 
 
+def launcher(root: str) -> str:
+    """sbin/dataone-cn-sslverify as installed, its private module dir replaced by this clone."""
+    with open(os.path.join(REPO, "sbin", "dataone-cn-sslverify")) as f:
+        text = f.read()
+    path = os.path.join(root, "dataone-cn-sslverify")
+    with open(path, "w") as f:
+        f.write(text.replace('"/usr/share/dataone-cn-sslverify"', repr(REPO)))
+    os.chmod(path, 0o755)
+    return path
+
+
 def tool_env(inst: ApacheInstance) -> Dict[str, str]:
     env = inst.env()
     env["PYTHONPATH"] = REPO

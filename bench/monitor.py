@@ -25,12 +25,11 @@ the full path, and the in-process split of a full run (``-X importtime`` is
 not used for timing: it slows what it measures).
 """
 
-import os
 import subprocess
 import time
 from typing import Any, Dict, List
 
-from common import PYTHON, REPO, TOOL, ApacheInstance, loadavg, new_root, remove_root, run_timed, shown, summary, tool_env
+from common import PYTHON, REPO, TOOL, ApacheInstance, launcher, loadavg, new_root, remove_root, run_timed, shown, summary, tool_env
 
 from dataone_cn_sslverify import monitor_cache, monitor_fast  # noqa: E402  (common put the clone on sys.path)
 
@@ -40,17 +39,6 @@ FAST_IMPORTS = "import dataone_cn_sslverify.entry, dataone_cn_sslverify.monitor_
 #: The item the budget is judged on: the installed command, a hit (the steady state).
 MONITOR = "monitor"
 MISS = "monitor, first run after a change (miss)"
-
-
-def launcher(root: str) -> str:
-    """sbin/dataone-cn-sslverify as installed, its private module dir replaced by this clone."""
-    with open(os.path.join(REPO, "sbin", "dataone-cn-sslverify")) as f:
-        text = f.read()
-    path = os.path.join(root, "dataone-cn-sslverify")
-    with open(path, "w") as f:
-        f.write(text.replace('"/usr/share/dataone-cn-sslverify"', repr(REPO)))
-    os.chmod(path, 0o755)
-    return path
 
 
 def break_cache(state_dir: str) -> None:

@@ -22,7 +22,7 @@ import subprocess
 import time
 from typing import Any, Callable, Dict, List
 
-from common import PYTHON, REPO, TOOL, ApacheInstance, loadavg, new_root, remove_root, shown, summary, tool_env
+from common import PYTHON, REPO, ApacheInstance, launcher, loadavg, new_root, remove_root, shown, summary, tool_env
 
 
 def _https_ok(inst: ApacheInstance) -> bool:
@@ -78,6 +78,9 @@ def run(cfg: Dict[str, Any]) -> Dict[str, Any]:
     try:
         inst.start()
         env = tool_env(inst)
+        # The command as an operator runs it: the installed launcher (#!/usr/bin/python3 -IS), here a copy
+        # whose private module dir is this clone.
+        TOOL = [launcher(root)]
         # Warm-up (byte-code cache, page cache, first TLS handshake): not measured.
         for a in (["status"], ["diff"], ["apply"], ["revert"]):
             _cmd(TOOL + a, env)()

@@ -280,8 +280,24 @@ def probe_matrix(
     return parallel_map(one, rows, MATRIX_CONCURRENCY)
 
 
-#: Connections the probe opens at once (bench/RESULTS.md).
-MATRIX_CONCURRENCY = 8
+def _concurrency() -> int:
+    """Connections the probe opens at once: two per core it may run on, between 2 and 8.
+
+    The probes and Apache share this host's cores, and a probe is mostly
+    TLS handshake CPU on both sides; beyond about two per core the threads
+    only contend (for the GIL, which every TLS message's callback takes):
+    on two cores, 4 at a time finished the live check's 28 probes in about
+    55 ms where 8 took about 65 ms (bench/RESULTS.md, part 2).
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 2
+    return max(2, min(8, 2 * cores))
+
+
+#: Connections the probe opens at once.
+MATRIX_CONCURRENCY = _concurrency()
 
 
 @dataclass(frozen=True)
