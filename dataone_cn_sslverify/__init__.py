@@ -44,6 +44,7 @@ Edges:
 
 Commands:
     entry        the command's entry point: monitor's cached verdict (monitor_fast), else cli
+    prefetch     Apache's dump started before the imports; used only if still the dump that would run
     transaction  apply / revert / restore as explicit steps with one rollback path, crash recovery
     planning     the plan steps of a transaction: locate, plan apply/revert, a snippet edit, a restore
     hazards      ``check``'s rules: what in the loaded configuration breaks which clients (pure)

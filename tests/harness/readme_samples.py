@@ -26,8 +26,9 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-if __name__ == "__main__":  # run as a script: make `harness` importable
+if __name__ == "__main__":  # run as a script: make `harness` (tests/) and the package (the clone) importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from harness.instance import ApacheInstance  # noqa: E402
 
