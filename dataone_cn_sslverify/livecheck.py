@@ -203,13 +203,36 @@ def _run(mode: str, host: str, port: int, server_name: str, required: Sequence[s
          backend: Optional[str], verify_headers: Sequence[str], mitigation: Optional[str],
          untrusted_why: Tuple[Optional[Tuple[str, str]], Optional[str]], contexts: Any,
          shakes: Optional[Dict[str, Any]] = None) -> Outcome:
-    """`run` once the certificates are there: the versions offered, the plan, the probes, the verdict."""
+    """`run` once the certificates are there: the versions offered, the plan, the probes, the verdict.
+
+    Without ``shakes`` (the prepared path, after a reload) the plan for every
+    version -- what a CN offers -- is probed in one pool with the two pinned
+    handshakes that tell which versions the server offers (`versions_and_probes`);
+    when one is missing (the TLS 1.2 opt-in), the plan is made again for the
+    versions offered and only the probes it adds are made. Either way the
+    verdict is over the plan for the versions offered, as with ``shakes``.
+    """
     from . import probe
 
     out_notes = list(notes)
-    if shakes is None:
-        shakes = probe.server_tls_versions(host, port, server_name, timeout=min(timeout, 5.0))
     untrusted, why = untrusted_why
+    certs = {gate.TRUSTED: trusted or (None, None), gate.UNTRUSTED: untrusted or (None, None),
+             gate.NOCERT: (None, None)}
+
+    def planned(versions: Sequence[str]) -> List[gate.Check]:
+        checks = gate.plan(versions, required, trusted_cert=trusted is not None, clients=clients)
+        return [c for c in checks if untrusted is not None or c.cert != gate.UNTRUSTED]
+
+    def items(checks: Sequence[gate.Check]) -> List[Any]:
+        return [(c.path, c.profile) + tuple(certs[c.cert]) for c in checks]
+
+    kw = dict(timeout=timeout, backend=backend, verify_headers=verify_headers, contexts=contexts)
+    done: Dict[gate.Check, Any] = {}
+    if shakes is None:
+        guess = planned(TLS_VERSIONS)
+        shakes, results = probe.versions_and_probes(host, port, server_name, items(guess),
+                                                    shake_timeout=min(timeout, 5.0), **kw)  # type: ignore[arg-type]
+        done = dict(zip(guess, results))
     offered = tuple(v for v in TLS_VERSIONS if shakes[v].ok)
     if not offered:
         errors = "; ".join(f"TLS {v}: {h.error}" for v, h in shakes.items())
@@ -218,14 +241,11 @@ def _run(mode: str, host: str, port: int, server_name: str, required: Sequence[s
         return Outcome(v, [], (), out_notes)
     if why:
         out_notes.append(why)
-    checks = gate.plan(offered, required, trusted_cert=trusted is not None, clients=clients)
-    if untrusted is None:
-        checks = [c for c in checks if c.cert != gate.UNTRUSTED]
-    certs = {gate.TRUSTED: trusted or (None, None), gate.UNTRUSTED: untrusted or (None, None),
-             gate.NOCERT: (None, None)}
-    items = [(c.path, c.profile) + tuple(certs[c.cert]) for c in checks]
-    results = probe.probe_many(host, port, server_name, items, timeout=timeout, backend=backend,
-                               verify_headers=verify_headers, contexts=contexts)  # type: ignore[arg-type]
+    checks = planned(offered)
+    todo = [c for c in checks if c not in done]
+    if todo:
+        done.update(zip(todo, probe.probe_many(host, port, server_name, items(todo), **kw)))  # type: ignore[arg-type]
+    results = [done[c] for c in checks]
     seen = [gate.Seen(c, r) for c, r in zip(checks, results)]
     if mitigation is None:
         from . import paths

@@ -234,6 +234,39 @@ def handshake(
         return Handshake(False, error=_describe(exc))
 
 
+def versions_and_probes(
+    host: str,
+    port: int,
+    server_name: str,
+    items: Sequence[Tuple[str, Profile, Optional[str], Optional[str]]],
+    *,
+    shake_timeout: float = 5.0,
+    concurrency: Optional[int] = None,
+    contexts: Optional["ContextCache"] = None,
+    **kwargs: Any,
+) -> Tuple[Dict[str, Handshake], List[ProbeResult]]:
+    """`server_tls_versions` and `probe_many` in one pool, the pinned handshakes first.
+
+    For a caller that plans its probes for the versions the server is
+    expected to offer and checks afterwards that it does (`livecheck`): one
+    round of connections fewer before the probes start.
+    """
+    if contexts is None:
+        contexts = ContextCache()
+    jobs: List[Tuple[str, Any]] = [("shake", v) for v in TLS_VERSIONS] + [("probe", it) for it in items]
+
+    def one(job: Tuple[str, Any]) -> Any:
+        kind, arg = job
+        if kind == "shake":
+            return handshake(host, port, server_name, tls=arg, timeout=shake_timeout)
+        path, profile, cert, key = arg
+        return probe(host, port, server_name, path, profile, client_cert=cert, client_key=key, contexts=contexts,
+                     **kwargs)
+
+    done = parallel_map(one, jobs, concurrency or MATRIX_CONCURRENCY)
+    return dict(zip(TLS_VERSIONS, done[:len(TLS_VERSIONS)])), done[len(TLS_VERSIONS):]
+
+
 def server_tls_versions(host: str, port: int, server_name: Optional[str], timeout: float = 5.0) -> Dict[str, Handshake]:
     """For each TLS version the probe knows, a pinned handshake with SNI ``server_name`` (concurrently)."""
     shakes = parallel_map(lambda v: handshake(host, port, server_name, tls=v, timeout=timeout), TLS_VERSIONS,

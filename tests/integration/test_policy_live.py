@@ -231,6 +231,9 @@ def test_tls12_opt_in_on_the_inline_production_shape_by_adopt_and_revert_gives_i
     r = tool(inst, "apply", "--adopt")
     assert (r.code, r.doc["result"]) == (0, "changed"), r
     assert not tls13_negotiable(inst), "the TLS 1.2 opt-in is not in effect"
+    # The live check planned for TLS 1.2 and 1.3, found 1.3 refused, and judged the plan for TLS 1.2 alone.
+    assert r.doc["gate"]["ok"] and r.doc["gate"]["offered"] == ["1.2"], r.doc["gate"]
+    assert r.doc["probe"] and {p["tls_pinned"] for p in r.doc["probe"]} == {"1.2"}, r.doc["probe"]
     assert inst.policy_path.read_bytes() == conf
     new = inst.vhost_bytes()
     assert BEGIN in new and END in new
