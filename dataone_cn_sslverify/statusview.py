@@ -58,7 +58,7 @@ def cmd_status(args: argparse.Namespace, out: "Output") -> int:
     out.line(f"apache: {'running' if running else 'not running'}, config {'ok' if config_ok else 'FAILS configtest'}"
              + (f" ({loc.config_error})" if loc.config_error else ""))
     out.debug(f"found through: {loc.source}")
-    pol = _policy_doc()
+    pol = _policy_doc(included=any(a.state == "applied" for _, a in vhosts))
     out.line(f"policy: {pol['file']} -> {pol['live']}: {pol['status']}")
     store = Store(paths.state_dir())
     opted = optout.read(paths.state_dir())
@@ -84,9 +84,17 @@ def cmd_status(args: argparse.Namespace, out: "Output") -> int:
     return ExitCode.OK if loc.candidates() else ExitCode.NOT_FOUND
 
 
-def _policy_doc() -> Dict[str, Any]:
-    """The policy file, its live copy, and whether they agree (`snippet.describe`)."""
+def _policy_doc(included: bool) -> Dict[str, Any]:
+    """The policy file, its live copy, and whether they agree (`snippet.describe`).
+
+    ``included``: a vhost Apache loads carries the managed Include (state
+    ``applied``). Without one (after a ``revert``, before the first
+    ``apply``), the copy is on disk but Apache does not load it: "live" would
+    say the opposite of the truth.
+    """
     conffile, live = paths.policy_path(), paths.live_path()
     status = snippet.status_line(conffile, default_read(conffile), default_read(live),
                                  default_read(os.path.join(paths.state_dir(), "rejected.json")))
-    return {"file": conffile, "live": live, "status": status}
+    if not included and status.startswith("live"):
+        status = "not included: no vhost Apache loads includes the live copy (the policy is not applied)"
+    return {"file": conffile, "live": live, "status": status, "included": included}

@@ -75,6 +75,11 @@ def test_apply_includes_the_live_copy_and_never_writes_the_policy_file(apache: A
     apache.policy_path.write_bytes(conf + b"ThisIsNotADirective\n")
     assert apache.configtest().ok
     apache.policy_path.write_bytes(conf)
+    # After a revert the copy stays on disk, but no vhost includes it: status must not call it live.
+    r = tool(apache, "revert")
+    assert (r.code, r.doc["result"]) == (0, "changed"), r
+    assert live_bytes(apache) is not None
+    assert status_policy(apache).startswith("not included: no vhost Apache loads includes the live copy")
 
 
 # ------------------------------------------------------------------ refusals: before anything is written
