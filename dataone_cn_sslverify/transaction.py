@@ -217,7 +217,6 @@ class Transaction(Planning):
             self._write(new)
             if self.live_new is not None:
                 self.write(paths.live_path(), self.live_new)
-            self._prepare_probe()
             self._configtest_after()
             self._reload()
             self._probe()
@@ -431,6 +430,7 @@ class Transaction(Planning):
             return
         self._mark("reloaded")
         self.reloaded = True  # after _mark: if the journal update fails, no reload was attempted
+        self._prepare_probe()  # after the journal's fsync: its thread would hold the GIL meanwhile
         r = self.service.reload(one_parse=True)
         if not r.ok:
             if not self.tested:
@@ -473,7 +473,7 @@ class Transaction(Planning):
         raised there, where the check would have raised it); the caller
         closes it on every path.
         """
-        if self._probe_wanted() and self.reload and self.assessment is not None and apachectl.is_running():
+        if self._probe_wanted() and self.assessment is not None:
             where = (self.assessment.filename, self.assessment.line)
 
             def make() -> Any:
