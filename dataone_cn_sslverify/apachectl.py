@@ -367,14 +367,19 @@ def _wait_gone(master: int, old: "Set[int]", grace: float) -> "Set[int]":
 # --- Where the server listens (for the live check) ------------------------------
 
 
-def listening_addresses(port: int) -> List[str]:
-    """Local addresses with a TCP socket listening on port (Linux /proc/net/tcp{,6}), in order.
+def listening_sockets() -> Dict[int, List[str]]:
+    """Port -> local addresses with a TCP socket listening on it (Linux /proc/net/tcp{,6}), in order.
 
     The live check must reach the vhost from this host: ``*:443`` says
     nothing about where Apache listens (``Listen 10.1.2.3:443`` is common on
     multi-homed CNs). A wildcard listener is reached through loopback.
+    Reading these files costs milliseconds of kernel time (it walks every
+    socket, thousands in TIME_WAIT after a live check): the transaction
+    reads them once, in a thread (`transaction.Background`). Never by
+    connecting to Apache: a connection an old child holds at the graceful
+    signal can delay the new generation by mpm_event's one-second sleep.
     """
-    out: List[str] = []
+    out: Dict[int, List[str]] = {}
     for path, family in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 6)):
         try:
             with open(path) as f:
@@ -388,35 +393,23 @@ def listening_addresses(port: int) -> List[str]:
             if len(fields) < 4 or fields[3] != "0A":  # 0A: LISTEN
                 continue
             hexaddr, hexport = fields[1].split(":")
-            if int(hexport, 16) != port:
-                continue
             addr = _proc_addr(hexaddr, family)
             if addr in ("0.0.0.0", "::"):
                 addr = "127.0.0.1" if family == 4 else "::1"
-            if addr not in out:
-                out.append(addr)
+            got = out.setdefault(int(hexport, 16), [])
+            if addr not in got:
+                got.append(addr)
     return out
 
 
-def accepts(host: str, port: int, timeout: float = 1.0) -> bool:
-    """Does host:port accept a TCP connection (closed at once, nothing sent)?
-
-    The cheap question before `listening_addresses`: reading ``/proc/net/tcp``
-    costs milliseconds (the kernel walks every socket, and a live check leaves
-    thousands in TIME_WAIT), a loopback connect a fraction of one.
-    """
-    import socket  # here, not at the top: `monitor` imports this module every minute and never connects
-
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
+def listening_addresses(port: int) -> List[str]:
+    """Local addresses with a TCP socket listening on port, in order (`listening_sockets`)."""
+    return listening_sockets().get(port, [])
 
 
 def _proc_addr(hexaddr: str, family: int) -> str:
     """/proc/net/tcp's address notation: 32-bit words in host (little-endian) byte order."""
-    import ipaddress  # here: only a wildcard vhost that loopback does not reach comes this far
+    import ipaddress  # here: `monitor` imports this module every minute and never reads these tables
     import struct
 
     words = [int(hexaddr[i:i + 8], 16) for i in range(0, len(hexaddr), 8)]

@@ -14,7 +14,7 @@ and edited at its real path (``sites-available/cn-ssl.conf``).
 """
 
 import os
-from typing import List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from . import apacheconf as ac
 from . import apachectl, errors, loaded, paths, policy
@@ -155,8 +155,11 @@ def choose(loc: Located) -> policy.Assessment:
     return cands[0]
 
 
-def probe_target(a: policy.Assessment) -> Tuple[str, int, str]:
-    """(host, port, SNI) to reach the vhost from this host: its own address and ServerName."""
+def probe_target(a: policy.Assessment, listening: Optional[Dict[int, List[str]]] = None) -> Tuple[str, int, str]:
+    """(host, port, SNI) to reach the vhost from this host: its own address and ServerName.
+
+    ``listening``: `apachectl.listening_sockets`, when the caller read it already.
+    """
     host, port = "127.0.0.1", 443
     for addr in a.addresses:
         h, _, p = addr.rpartition(":") if not addr.endswith("]") else (addr, "", "")
@@ -167,10 +170,9 @@ def probe_target(a: policy.Assessment) -> Tuple[str, int, str]:
         if h not in ("*", "_default_", ""):
             host = h.strip("[]")
         break
-    if host == "127.0.0.1" and not apachectl.accepts(host, port):
-        # A wildcard vhost that loopback does not reach: go where Apache really listens on that port.
-        listening = apachectl.listening_addresses(port)
-        if listening and "127.0.0.1" not in listening:
-            host = listening[0]
+    if host == "127.0.0.1":  # a wildcard vhost: go where Apache really listens on that port
+        found = (listening if listening is not None else apachectl.listening_sockets()).get(port, [])
+        if found and "127.0.0.1" not in found:
+            host = found[0]
     sni = (a.server_name or host).split(":")[0]
     return host, port, sni

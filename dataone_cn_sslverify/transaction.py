@@ -132,6 +132,7 @@ class Transaction(Planning):
         self.target: Optional[Tuple[str, int, str]] = None  # where the live check connects (`_target`)
         self.live_prep: Any = None  # livecheck.Preparation, started after the write (`_prepare_probe`)
         self.tested = False  # the changed configuration was config-tested (by `_configtest` or by the reload)
+        self.listening: Optional[Background] = None  # apachectl.listening_sockets, read in a thread
         self.warnings: List[str] = []
         self.signals = interrupts.Deferred(hold=hold_signals)  # hold: see interrupts.Deferred
         self.reverter: Optional[reverter.Reverter] = None
@@ -204,6 +205,8 @@ class Transaction(Planning):
         return None
 
     def _run_locked(self) -> Outcome:
+        # Where Apache listens (for the live check's target): kernel time, read meanwhile.
+        self.listening = Background(apachectl.listening_sockets)
         broken = self._configtest_before()
         new = self._plan()
         if broken is not None and not self.snippet_mode:
@@ -458,7 +461,8 @@ class Transaction(Planning):
     def _target(self) -> Optional[Tuple[str, int, str]]:
         """Where the live check connects: worked out once (it may read /proc/net/tcp) for the journal and the probe."""
         if self.target is None and self.assessment is not None:
-            self.target = probe_target(self.assessment)
+            listening = self.listening.result() if self.listening is not None else None
+            self.target = probe_target(self.assessment, listening)
         return self.target
 
     def _probe_wanted(self) -> bool:
