@@ -373,12 +373,17 @@ def listening_sockets() -> Dict[int, List[str]]:
     The live check must reach the vhost from this host: ``*:443`` says
     nothing about where Apache listens (``Listen 10.1.2.3:443`` is common on
     multi-homed CNs). A wildcard listener is reached through loopback.
-    Reading these files costs milliseconds of kernel time (it walks every
-    socket, thousands in TIME_WAIT after a live check): the transaction
-    reads them once, in a thread (`transaction.Background`). Never by
+    First through the kernel's socket diagnostics (netlink ``sock_diag``,
+    as ``ss -ltn`` asks): it returns the listening sockets only. The files
+    are the fallback: reading them costs milliseconds of kernel time (it
+    walks every socket, thousands in TIME_WAIT after a live check or under
+    load). The transaction asks once, in a thread (`transaction.Background`). Never by
     connecting to Apache: a connection an old child holds at the graceful
     signal can delay the new generation by mpm_event's one-second sleep.
     """
+    got = _listening_netlink()
+    if got is not None:
+        return got
     out: Dict[int, List[str]] = {}
     for path, family in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 6)):
         try:
@@ -399,6 +404,52 @@ def listening_sockets() -> Dict[int, List[str]]:
             got = out.setdefault(int(hexport, 16), [])
             if addr not in got:
                 got.append(addr)
+    return out
+
+
+def _listening_netlink() -> Optional[Dict[int, List[str]]]:
+    """`listening_sockets` through NETLINK_SOCK_DIAG (TCP, state LISTEN, IPv4 then IPv6); None if it fails."""
+    import socket  # here, not at the top: `monitor` imports this module every minute and never asks
+    import struct
+
+    out: Dict[int, List[str]] = {}
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, 4) as nl:  # 4: NETLINK_SOCK_DIAG
+            nl.settimeout(5.0)
+            for seq, family in ((1, socket.AF_INET), (2, socket.AF_INET6)):
+                # inet_diag_req_v2: family, IPPROTO_TCP, no extensions, pad, states = 1 << TCP_LISTEN (10),
+                # then an all-zero inet_diag_sockid (48 bytes): every socket in those states.
+                req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << 10) + bytes(48)
+                # nlmsghdr: SOCK_DIAG_BY_FAMILY (20), NLM_F_REQUEST | NLM_F_DUMP (0x301)
+                nl.send(struct.pack("=IHHII", 16 + len(req), 20, 0x301, seq, 0) + req)
+                done = False
+                while not done:
+                    data = nl.recv(65536)
+                    off = 0
+                    while off + 16 <= len(data):
+                        length, kind, _flags, _seq, _pid = struct.unpack_from("=IHHII", data, off)
+                        if length < 16:
+                            return None
+                        if kind == 3:  # NLMSG_DONE
+                            done = True
+                            break
+                        if kind == 2:  # NLMSG_ERROR
+                            return None
+                        body = data[off + 16:off + length]
+                        if len(body) >= 40:
+                            fam, state = body[0], body[1]
+                            port = struct.unpack_from("!H", body, 4)[0]
+                            raw = body[8:12] if fam == socket.AF_INET else body[8:24]
+                            addr = socket.inet_ntop(fam, raw)
+                            if state == 10:
+                                if addr in ("0.0.0.0", "::"):
+                                    addr = "127.0.0.1" if fam == socket.AF_INET else "::1"
+                                got = out.setdefault(port, [])
+                                if addr not in got:
+                                    got.append(addr)
+                        off += (length + 3) & ~3
+    except (OSError, struct.error, ValueError):
+        return None
     return out
 
 
