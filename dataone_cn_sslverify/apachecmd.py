@@ -1,12 +1,13 @@
-"""How ``apache2ctl`` is found and with which environment it runs: shared by `apachectl` and `monitor_fast`.
+"""How ``apache2ctl`` is found, with which environment it runs, and how it is started without ``subprocess``.
 
 Why a module of its own: ``monitor``'s cached path (`monitor_fast`) runs the
 same ``apache2ctl -t -D DUMP_INCLUDES`` as `apachectl.dump_includes` and must
 not diverge from it (another ``apache2ctl``, another ``PATH``, another
 locale would be another answer), yet it may not import what `apachectl`
 imports (``re``, ``shutil``, ``subprocess``: about 15 ms at every run). So the
-lookup and the environment live here, with nothing but ``os`` imported, and
-`apachectl` uses them.
+lookup, the environment and the start of a run (`spawn`, also for the dump
+`prefetch` starts before the imports) live here, with nothing but ``os``
+imported, and `apachectl` uses them.
 """
 
 import os
@@ -41,5 +42,38 @@ def apache2ctl(environ=None):  # type: (Optional[Mapping[str, str]]) -> Optional
     return which("apache2ctl", environment(environ)["PATH"])
 
 
+#: Popen objects of `spawn` below 3.8, kept so that their finaliser never reaps a child its caller waits for.
+_popen = []  # type: List[object]
+
+
+def spawn(argv, env, out):  # type: (List[str], Dict[str, str], int) -> int
+    """Start argv as `proc.run` runs a program: stdin /dev/null, stdout and stderr on ``out``; its pid.
+
+    SIGPIPE and SIGXFSZ go back to their defaults in the child, as
+    ``subprocess`` does (``restore_signals``): Python ignores them, and an
+    ignored signal stays ignored across exec. ``os.posix_spawn`` where there
+    is one (3.8+; no ``subprocess`` import), else ``subprocess``. The caller
+    waits for the pid (``os.waitpid``). Raises OSError.
+    """
+    if not hasattr(os, "posix_spawn"):  # Python < 3.8
+        import subprocess
+
+        p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        _popen.append(p)
+        return p.pid
+    try:
+        import _signal
+        sigdef = (_signal.SIGPIPE, _signal.SIGXFSZ)  # `signal` itself builds enums: milliseconds
+    except (ImportError, AttributeError):
+        sigdef = ()
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        dup2 = os.POSIX_SPAWN_DUP2  # novermin
+        actions = [(dup2, null, 0), (dup2, out, 1), (dup2, out, 2)]
+        return os.posix_spawn(argv[0], argv, env, setsigdef=sigdef, file_actions=actions)  # novermin
+    finally:
+        os.close(null)
+
+
 if False:  # type names for checkers only: importing typing costs a few ms at every monitor run
-    from typing import Dict, Mapping, Optional  # noqa: F401
+    from typing import Dict, List, Mapping, Optional  # noqa: F401

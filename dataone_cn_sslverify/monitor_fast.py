@@ -45,7 +45,7 @@ parsed strictly (`parse`): anything unexpected is a miss, never an error.
 
 Imports only ``os``, ``sys``, ``stat``, ``fcntl``, ``time``, ``select`` and
 the package's import-free `apachecmd` and `monitor_cache` (``-X importtime``:
-well under 2 ms); ``subprocess`` only on Python < 3.8 (no ``os.posix_spawn``).
+well under 2 ms); ``subprocess`` only on Python < 3.8 (no ``os.posix_spawn``: `apachecmd.spawn`).
 """
 
 import os
@@ -388,40 +388,16 @@ def _read_under_shared_lock(state_dir: str, vhost: "Optional[str]") -> "Optional
 def run_dump(ctl: str) -> "Optional[Tuple[int, bytes]]":
     """Run ``ctl -t -D DUMP_INCLUDES`` as `apachectl.dump_includes` does: (exit status, stdout and stderr merged).
 
-    None when it could not run or did not finish within `apachecmd.TIMEOUT`.
+    Started by `apachecmd.spawn` (stdin /dev/null, stdout and stderr one
+    pipe), read to the end. None when it could not run or did not finish
+    within `apachecmd.TIMEOUT`.
     """
-    argv = [ctl] + list(apachecmd.DUMP_ARGS)
-    env = apachecmd.environment()
-    if not hasattr(os, "posix_spawn"):  # Python < 3.8
-        import subprocess
-
-        try:
-            p = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, timeout=apachecmd.TIMEOUT, check=False)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return p.returncode, p.stdout or b""
-    return _spawn(argv, env)
-
-
-def _spawn(argv: "List[str]", env: "Dict[str, str]") -> "Optional[Tuple[int, bytes]]":
-    """`run_dump` with ``os.posix_spawn``: stdin /dev/null, stdout and stderr one pipe, read to the end."""
     import select
 
-    try:
-        import _signal
-        sigdef = (_signal.SIGPIPE, _signal.SIGXFSZ)  # as subprocess's restore_signals
-    except (ImportError, AttributeError):
-        sigdef = ()
+    argv = [ctl] + list(apachecmd.DUMP_ARGS)
     r, w = os.pipe()
     try:
-        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            dup2 = os.POSIX_SPAWN_DUP2  # novermin
-            actions = [(dup2, null, 0), (dup2, w, 1), (dup2, w, 2)]
-            pid = os.posix_spawn(argv[0], argv, env, setsigdef=sigdef, file_actions=actions)  # novermin
-        finally:
-            os.close(null)
+        pid = apachecmd.spawn(argv, apachecmd.environment(), w)
     except OSError:
         os.close(r)
         os.close(w)

@@ -76,23 +76,12 @@ def start(args):  # type: (Sequence[str]) -> bool
         return False
     started = time.time()
     try:
-        pid = _spawn(argv, env, fd)
+        pid = apachecmd.spawn(argv, env, fd)
     except OSError:
         os.close(fd)
         return False
     _pending = _Started(pid, fd, argv, env, started)
     return True
-
-
-def _spawn(argv, env, out):  # type: (List[str], Dict[str, str], int) -> int
-    """Start argv with stdin /dev/null and stdout and stderr both on ``out``; its pid."""
-    if hasattr(os, "posix_spawn"):  # novermin (3.8+; guarded)
-        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),  # novermin
-                   (os.POSIX_SPAWN_DUP2, out, 1), (os.POSIX_SPAWN_DUP2, out, 2)]  # novermin
-        return os.posix_spawn(argv[0], argv, env, file_actions=actions)  # novermin
-    import subprocess  # Python 3.6 and 3.7: what proc would import anyway
-
-    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out).pid
 
 
 def take(argv, env):  # type: (Sequence[str], Dict[str, str]) -> Optional[Tuple[Optional[int], bytes]]
