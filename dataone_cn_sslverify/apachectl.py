@@ -110,7 +110,7 @@ def dump_includes() -> Result:
     if got is not None:
         status, output = got
         return Result(status == 0, output.decode("utf-8", "replace"), argv)
-    return run(list(apachecmd.DUMP_ARGS), timeout=apachecmd.TIMEOUT)
+    return _result(proc.run(argv, env=env, merge_stderr=True, timeout=apachecmd.TIMEOUT))
 
 
 def parse_dump_includes(output: str) -> List[str]:
@@ -398,13 +398,17 @@ def listening_sockets() -> Dict[int, List[str]]:
             if len(fields) < 4 or fields[3] != "0A":  # 0A: LISTEN
                 continue
             hexaddr, hexport = fields[1].split(":")
-            addr = _proc_addr(hexaddr, family)
-            if addr in ("0.0.0.0", "::"):
-                addr = "127.0.0.1" if family == 4 else "::1"
-            got = out.setdefault(int(hexport, 16), [])
-            if addr not in got:
-                got.append(addr)
+            _add_listener(out, int(hexport, 16), _proc_addr(hexaddr, family), family == 4)
     return out
+
+
+def _add_listener(out: Dict[int, List[str]], port: int, addr: str, ipv4: bool) -> None:
+    """Note one listening socket; a wildcard one is reached through loopback."""
+    if addr in ("0.0.0.0", "::"):
+        addr = "127.0.0.1" if ipv4 else "::1"
+    got = out.setdefault(port, [])
+    if addr not in got:
+        got.append(addr)
 
 
 def _listening_netlink() -> Optional[Dict[int, List[str]]]:
@@ -440,13 +444,8 @@ def _listening_netlink() -> Optional[Dict[int, List[str]]]:
                             fam, state = body[0], body[1]
                             port = struct.unpack_from("!H", body, 4)[0]
                             raw = body[8:12] if fam == socket.AF_INET else body[8:24]
-                            addr = socket.inet_ntop(fam, raw)
                             if state == 10:
-                                if addr in ("0.0.0.0", "::"):
-                                    addr = "127.0.0.1" if fam == socket.AF_INET else "::1"
-                                got = out.setdefault(port, [])
-                                if addr not in got:
-                                    got.append(addr)
+                                _add_listener(out, port, socket.inet_ntop(fam, raw), fam == socket.AF_INET)
                         off += (length + 3) & ~3
     except (OSError, struct.error, ValueError):
         return None

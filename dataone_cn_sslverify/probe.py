@@ -138,15 +138,20 @@ def probe_many(
     short (it sits between the reload and the commit) without loading the
     server. ``contexts``: client contexts made beforehand (`livecheck.Preparation`).
     """
-    if contexts is None:
-        contexts = ContextCache()  # one client context per stack and certificate, not one per probe
+    return parallel_map(_prober(host, port, server_name, contexts, kwargs), list(items),
+                        concurrency or MATRIX_CONCURRENCY)
+
+
+def _prober(host: str, port: int, server_name: str, contexts: Optional["ContextCache"],
+            kwargs: Dict[str, Any]) -> Callable[[Tuple[str, Profile, Optional[str], Optional[str]]], ProbeResult]:
+    """`probe` of one ``(path, profile, client_cert, client_key)`` item, the contexts shared by all the items."""
+    shared = contexts if contexts is not None else ContextCache()  # one per stack and certificate, not per probe
 
     def one(item: Tuple[str, Profile, Optional[str], Optional[str]]) -> ProbeResult:
         path, profile, cert, key = item
-        return probe(host, port, server_name, path, profile, client_cert=cert, client_key=key, contexts=contexts,
+        return probe(host, port, server_name, path, profile, client_cert=cert, client_key=key, contexts=shared,
                      **kwargs)
-
-    return parallel_map(one, list(items), concurrency or MATRIX_CONCURRENCY)
+    return one
 
 
 _T = TypeVar("_T")
@@ -251,17 +256,14 @@ def versions_and_probes(
     expected to offer and checks afterwards that it does (`livecheck`): one
     round of connections fewer before the probes start.
     """
-    if contexts is None:
-        contexts = ContextCache()
     jobs: List[Tuple[str, Any]] = [("shake", v) for v in TLS_VERSIONS] + [("probe", it) for it in items]
+    probe_one = _prober(host, port, server_name, contexts, kwargs)
 
     def one(job: Tuple[str, Any]) -> Any:
         kind, arg = job
         if kind == "shake":
             return handshake(host, port, server_name, tls=arg, timeout=shake_timeout)
-        path, profile, cert, key = arg
-        return probe(host, port, server_name, path, profile, client_cert=cert, client_key=key, contexts=contexts,
-                     **kwargs)
+        return probe_one(arg)
 
     done = parallel_map(one, jobs, concurrency or MATRIX_CONCURRENCY)
     return dict(zip(TLS_VERSIONS, done[:len(TLS_VERSIONS)])), done[len(TLS_VERSIONS):]

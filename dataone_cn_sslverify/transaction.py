@@ -436,15 +436,12 @@ class Transaction(Planning):
         self._prepare_probe()  # after the journal's fsync: its thread would hold the GIL meanwhile
         r = self.service.reload(one_parse=True)
         if not r.ok:
-            if not self.tested:
-                res = apachectl.configtest()  # why did it fail: the configuration, or the reload?
-                self.tested = True
-                if not res.ok:
+            if not self.tested:  # why did it fail: the configuration, or the reload?
+                try:
+                    self._configtest()
+                except Abort:
                     self.reloaded = False  # a failing configuration is never signalled (see _configtest_after)
-                    self.step("configtest", False, res.first_error)
-                    raise Abort("failed", ExitCode.FAILED,
-                                f"the changed configuration fails `apache2ctl configtest`: {res.first_error}")
-                self.step("configtest", True, "ok")
+                    raise
             self.step("reload", False, r.detail)
             raise Abort("failed", ExitCode.FAILED, f"reload failed: {r.detail}")
         if not r.done:
